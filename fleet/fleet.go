@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/identity"
@@ -126,7 +127,7 @@ func (f *Fleet) Add(nm NewMachine) (Machine, error) {
 			if err := json.Unmarshal(v, &other); err != nil {
 				return err
 			}
-			if other.Hostname == m.Hostname {
+			if strings.EqualFold(other.Hostname, m.Hostname) {
 				return fmt.Errorf("%w: hostname %s is used by %s", ErrExists, m.Hostname, other.MAC)
 			}
 			return nil

@@ -72,6 +72,7 @@ func TestAddRejects(t *testing.T) {
 	}{
 		{"dup mac", NewMachine{MAC: "52:54:00:00:00:01", Hostname: "n2", Image: "sha256:a"}, ErrExists},
 		{"dup hostname", NewMachine{MAC: "52:54:00:00:00:02", Hostname: "n1", Image: "sha256:a"}, ErrExists},
+		{"dup hostname other case", NewMachine{MAC: "52:54:00:00:00:06", Hostname: "N1", Image: "sha256:a"}, ErrExists},
 		{"bad mac", NewMachine{MAC: "nope", Hostname: "n3", Image: "sha256:a"}, ErrInvalid},
 		{"bad hostname", NewMachine{MAC: "52:54:00:00:00:03", Hostname: "n_3", Image: "sha256:a"}, ErrInvalid},
 		{"no image", NewMachine{MAC: "52:54:00:00:00:04", Hostname: "n4"}, ErrInvalid},

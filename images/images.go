@@ -21,8 +21,13 @@ import (
 	"strings"
 )
 
-// ErrNotFound is returned when an image or blob is not in the store.
-var ErrNotFound = errors.New("not found")
+// Errors callers match with errors.Is.
+var (
+	// ErrNotFound is returned when an image or blob is not in the store.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidDigest is returned for a string that is not a sha256 digest.
+	ErrInvalidDigest = errors.New("invalid digest")
+)
 
 // Digest is a content address of the form "sha256:<64 lowercase hex>".
 type Digest string
@@ -37,14 +42,14 @@ func DigestOf(b []byte) Digest {
 func ParseDigest(s string) (Digest, error) {
 	hexPart, ok := strings.CutPrefix(s, "sha256:")
 	if !ok {
-		return "", fmt.Errorf("digest %q: want sha256:<64 hex digits>", s)
+		return "", fmt.Errorf("%w %q: want sha256:<64 hex digits>", ErrInvalidDigest, s)
 	}
 	if len(hexPart) != sha256.Size*2 {
-		return "", fmt.Errorf("digest %q: want 64 hex digits, have %d", s, len(hexPart))
+		return "", fmt.Errorf("%w %q: want 64 hex digits, have %d", ErrInvalidDigest, s, len(hexPart))
 	}
 	for _, c := range hexPart {
 		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return "", fmt.Errorf("digest %q: %q is not a lowercase hex digit", s, c)
+			return "", fmt.Errorf("%w %q: %q is not a lowercase hex digit", ErrInvalidDigest, s, c)
 		}
 	}
 	return Digest(s), nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -20,6 +21,9 @@ import (
 // write goes to a private temporary file that is renamed into place.
 type Store struct {
 	root string
+	// verified caches manifests whose bytes were checked against their ID.
+	// Published manifests never change, so an entry never goes stale.
+	verified sync.Map // Digest → Manifest
 }
 
 // Image is a published image as listed by the store.
@@ -202,6 +206,9 @@ func (s *Store) Get(id Digest) (Manifest, error) {
 	if _, err := ParseDigest(string(id)); err != nil {
 		return Manifest{}, fmt.Errorf("image id: %w", err)
 	}
+	if m, ok := s.verified.Load(id); ok {
+		return m.(Manifest), nil
+	}
 	b, err := os.ReadFile(s.manifestPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Manifest{}, fmt.Errorf("image %s: %w", id, ErrNotFound)
@@ -216,6 +223,7 @@ func (s *Store) Get(id Digest) (Manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return Manifest{}, fmt.Errorf("decoding manifest %s: %w", id, err)
 	}
+	s.verified.Store(id, m)
 	return m, nil
 }
 
@@ -232,7 +240,9 @@ func (s *Store) Stat(id Digest) (Image, error) {
 	return Image{ID: id, Manifest: m, Created: fi.ModTime().UTC(), Size: m.Size()}, nil
 }
 
-// List returns every published image, newest first.
+// List returns every published image, newest first. A manifest that cannot
+// be read or fails verification is left out of the list rather than hiding
+// every other image; Get on its ID reports the problem.
 func (s *Store) List() ([]Image, error) {
 	entries, err := os.ReadDir(filepath.Join(s.root, "manifests", "sha256"))
 	if err != nil {
@@ -250,7 +260,7 @@ func (s *Store) List() ([]Image, error) {
 		}
 		img, err := s.Stat(id)
 		if err != nil {
-			return nil, err
+			continue
 		}
 		out = append(out, img)
 	}

@@ -138,8 +138,12 @@ func TestGetDetectsCorruption(t *testing.T) {
 	os.Chmod(p, 0o644)
 	b, _ := os.ReadFile(p)
 	os.WriteFile(p, bytes.Replace(b, []byte("quiet"), []byte("QUIET"), 1), 0o644)
-	if _, err := s.Get(id); err == nil || !strings.Contains(err.Error(), "corrupt") {
+	s2, _ := Open(dir) // a fresh process: nothing verified yet
+	if _, err := s2.Get(id); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("Get of tampered manifest = %v, want corrupt error", err)
+	}
+	if list, err := s2.List(); err != nil || len(list) != 0 {
+		t.Fatalf("List with a corrupt manifest = %v, %v; want it left out", list, err)
 	}
 }
 
@@ -149,7 +153,7 @@ func TestGetNotFound(t *testing.T) {
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
 	}
-	if _, err := s.Get("sha256:../../etc"); err == nil || errors.Is(err, ErrNotFound) {
+	if _, err := s.Get("sha256:../../etc"); !errors.Is(err, ErrInvalidDigest) {
 		t.Fatalf("Get(bad id) = %v, want a validation error", err)
 	}
 }

@@ -1,0 +1,148 @@
+package web
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/images"
+)
+
+func TestBootScriptKnownMachine(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		macPath string // the MAC as written in the URL
+		base    string // configured BaseURL; empty uses the Host header
+	}{
+		{"colons", testMAC, ""},
+		{"hyphens upper case", "52-54-00-12-34-56", ""},
+		{"upper case colons", strings.ToUpper(testMAC), ""},
+		{"configured base URL", testMAC, "http://10.77.0.1:8080/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts []envOption
+			if tc.base != "" {
+				opts = append(opts, withBaseURL(tc.base))
+			}
+			e := newEnv(t, opts...)
+			e.addMachine(testMAC, testHostname, e.image)
+			base := strings.TrimSuffix(tc.base, "/")
+			if base == "" {
+				base = e.srv.URL
+			}
+			kernel, _ := e.man.Artifact("kernel")
+			initrd, _ := e.man.Artifact("initrd")
+
+			resp, body := e.get("/boot/" + tc.macPath + ".ipxe")
+			wantStatus(t, resp, body, http.StatusOK)
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+				t.Errorf("Content-Type = %q, want text/plain", ct)
+			}
+			want := strings.Join([]string{
+				"#!ipxe",
+				fmt.Sprintf("echo kiln: booting %s into %s", testHostname, e.image),
+				fmt.Sprintf("kernel %s/blobs/%s?mac=%s initrd=initrd %s kiln.identity=%s/identity/%s kiln.phonehome=%s/phone-home/%s kiln.image=%s",
+					base, kernel.Digest, testMAC, testCmdline, base, testMAC, base, testMAC, e.image),
+				fmt.Sprintf("initrd --name initrd %s/blobs/%s?mac=%s", base, initrd.Digest, testMAC),
+				"boot",
+				"",
+			}, "\n")
+			if diff := cmp.Diff(want, string(body)); diff != "" {
+				t.Errorf("boot script mismatch (-want +got):\n%s", diff)
+			}
+			m := e.machine(testMAC)
+			if m.State != fleet.Booting || !hasEvent(m, fleet.EventScript) {
+				t.Errorf("after the script: state %s, events %v; want booting with a script event", m.State, m.Events)
+			}
+		})
+	}
+}
+
+// noKernel fails unless script is a script that boots nothing.
+func noKernel(t *testing.T, script []byte) {
+	t.Helper()
+	if !strings.HasPrefix(string(script), "#!ipxe\n") {
+		t.Errorf("script %q does not start with #!ipxe", script)
+	}
+	for _, line := range strings.Split(string(script), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && (f[0] == "kernel" || f[0] == "initrd" || f[0] == "boot" || f[0] == "chain") {
+			t.Errorf("script boots something: line %q in\n%s", line, script)
+		}
+	}
+	if !strings.Contains(string(script), "\nexit 1\n") {
+		t.Errorf("script does not exit:\n%s", script)
+	}
+}
+
+func TestBootScriptUnknownMachine(t *testing.T) {
+	e := newEnv(t)
+	resp, body := e.get("/boot/52-54-00-99-99-99.ipxe")
+	wantStatus(t, resp, body, http.StatusOK)
+	noKernel(t, body)
+	if want := "kiln: unknown machine 52:54:00:99:99:99: register it with kiln machines add"; !strings.Contains(string(body), want) {
+		t.Errorf("script does not say %q:\n%s", want, body)
+	}
+}
+
+func TestBootScriptMissingImage(t *testing.T) {
+	e := newEnv(t)
+	missing := images.DigestOf([]byte("no such manifest"))
+	e.addMachine(testMAC, testHostname, missing)
+	resp, body := e.get("/boot/" + testMAC + ".ipxe")
+	wantStatus(t, resp, body, http.StatusOK)
+	noKernel(t, body)
+	if !strings.Contains(string(body), string(missing)) {
+		t.Errorf("script does not name the missing image %s:\n%s", missing, body)
+	}
+	if m := e.machine(testMAC); m.State != fleet.Assigned {
+		t.Errorf("state after a non-booting script = %s, want %s", m.State, fleet.Assigned)
+	}
+}
+
+func TestBootScriptHead(t *testing.T) {
+	e := newEnv(t)
+	e.addMachine(testMAC, testHostname, e.image)
+	resp, body := e.do(http.MethodHead, "/boot/"+testMAC+".ipxe", nil, "")
+	wantStatus(t, resp, body, http.StatusOK)
+	if len(body) != 0 || resp.ContentLength <= 0 {
+		t.Errorf("HEAD: body %d bytes, Content-Length %d; want no body and a length", len(body), resp.ContentLength)
+	}
+	if m := e.machine(testMAC); m.State != fleet.Assigned {
+		t.Errorf("state after HEAD = %s, want %s (HEAD records nothing)", m.State, fleet.Assigned)
+	}
+}
+
+func TestBootScriptErrors(t *testing.T) {
+	e := newEnv(t)
+	// A recipe's cmdline must not be able to add a command to the script.
+	evil := e.man
+	evil.Name, evil.Cmdline = "evil", "quiet\nshell"
+	e.addMachine(testMAC, testHostname, e.publish(evil))
+	noKernelArtifact := e.man
+	noKernelArtifact.Name, noKernelArtifact.Artifacts = "no-kernel", e.man.Artifacts[1:]
+	e.addMachine("52:54:00:00:00:02", "node-2", e.publish(noKernelArtifact))
+
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/boot/not-a-mac.ipxe", http.StatusBadRequest},
+		{"/boot/" + testMAC + ".ipxe", http.StatusInternalServerError},
+		{"/boot/52:54:00:00:00:02.ipxe", http.StatusInternalServerError},
+	} {
+		resp, body := e.get(tc.path)
+		wantStatus(t, resp, body, tc.want)
+		errorMessage(t, body)
+		if strings.Contains(string(body), "shell") {
+			t.Errorf("GET %s leaks the bad value: %s", tc.path, body)
+		}
+	}
+	if m := e.machine(testMAC); m.State != fleet.Assigned {
+		t.Errorf("state after a failed render = %s, want %s", m.State, fleet.Assigned)
+	}
+}

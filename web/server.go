@@ -1,0 +1,149 @@
+// Package web serves kiln over HTTP: iPXE boot scripts, image artifacts by
+// digest, each machine's identity and phone-home, the JSON API under /api/v1
+// and the operator's inventory page.
+//
+// Handlers return an error; one adapter (see errors.go) turns it into a
+// status and a safe message and logs the detail. Responses are rendered into
+// a buffer before anything is written, except blobs, which are streamed from
+// the image store with http.ServeContent (Range, HEAD, sendfile).
+package web
+
+import (
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/images"
+)
+
+// maxBody bounds every request body kiln reads (API and phone-home).
+const maxBody = 64 << 10
+
+// Config configures a Server. Zero optional fields take the defaults
+// documented on each field.
+type Config struct {
+	Fleet  *fleet.Fleet  // required
+	Images *images.Store // required
+	// BaseURL is how machines reach this server, e.g.
+	// "http://10.77.0.1:8080". It is written into boot scripts and kernel
+	// command lines. Empty means "http://" + the request's Host header.
+	BaseURL string
+	Log     *slog.Logger // nil discards
+}
+
+// Server is kiln's HTTP server. Its handler is safe for concurrent use.
+type Server struct {
+	fleet  *fleet.Fleet
+	images *images.Store
+	base   string // without a trailing slash; empty means from the request
+	log    *slog.Logger
+	page   *template.Template
+	router *mux.Router
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Fleet == nil {
+		return nil, errors.New("web: no fleet")
+	}
+	if cfg.Images == nil {
+		return nil, errors.New("web: no image store")
+	}
+	base, err := parseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	page, err := parsePage()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, log: cfg.Log, page: page}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.router = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler: the gorilla/mux router, wrapped
+// so that every request is logged at Debug.
+func (s *Server) Handler() http.Handler { return s.logRequests(s.router) }
+
+func (s *Server) routes() *mux.Router {
+	r := mux.NewRouter()
+	r.NotFoundHandler = s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+		return HTTPError{Code: http.StatusNotFound, Msg: "no such page: " + r.URL.Path}
+	})
+	r.MethodNotAllowedHandler = s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+		return HTTPError{Code: http.StatusMethodNotAllowed, Msg: fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path)}
+	})
+	get, head := http.MethodGet, http.MethodHead
+
+	// The boot path. HEAD is answered wherever firmware may probe (OVMF's
+	// HTTP boot sends HEAD before GET); only GET records an event.
+	r.Handle("/boot/{mac}.ipxe", s.adapt(s.bootScript)).Methods(get, head)
+	r.Handle("/blobs/{digest}", s.adapt(s.blob)).Methods(get, head)
+	r.Handle("/identity/{mac}", s.adapt(s.serveIdentity)).Methods(get)
+	r.Handle("/phone-home/{mac}", s.adapt(s.phoneHome)).Methods(http.MethodPost)
+
+	// The JSON API. There is no PATCH or PUT: a machine is changed by
+	// deleting and creating it.
+	r.Handle("/api/v1/machines", s.adapt(s.listMachines)).Methods(get)
+	r.Handle("/api/v1/machines", s.adapt(s.createMachine)).Methods(http.MethodPost)
+	r.Handle("/api/v1/machines/{mac}", s.adapt(s.getMachine)).Methods(get)
+	r.Handle("/api/v1/machines/{mac}", s.adapt(s.deleteMachine)).Methods(http.MethodDelete)
+	r.Handle("/api/v1/images", s.adapt(s.listImages)).Methods(get)
+	r.Handle("/api/v1/images/{id}", s.adapt(s.getImage)).Methods(get)
+
+	r.Handle("/", s.adapt(s.inventory)).Methods(get, head)
+	r.Handle("/healthz", s.adapt(healthz)).Methods(get, head)
+	return r
+}
+
+func healthz(w http.ResponseWriter, r *http.Request) error {
+	writeBody(w, http.StatusOK, "text/plain; charset=utf-8", []byte("ok\n"))
+	return nil
+}
+
+// parseBaseURL checks a configured base URL and returns it without a
+// trailing slash.
+func parseBaseURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("web: base URL %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, " \t\r\n") {
+		return "", fmt.Errorf("web: base URL %q: want http://host[:port][/path]", s)
+	}
+	return strings.TrimSuffix(s, "/"), nil
+}
+
+// baseURL returns the URL prefix machines use to reach this server.
+func (s *Server) baseURL(r *http.Request) (string, error) {
+	if s.base != "" {
+		return s.base, nil
+	}
+	// The Host header ends up in the script and kernel command line; allow
+	// only what a host name, an IPv4 or a bracketed IPv6 address and a port
+	// can hold.
+	if r.Host == "" || strings.IndexFunc(r.Host, func(c rune) bool {
+		return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune(".-:[]", c))
+	}) >= 0 {
+		return "", HTTPError{Code: http.StatusBadRequest, Msg: fmt.Sprintf("host %q is not a host name or address", r.Host)}
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host, nil
+}
