@@ -1,0 +1,104 @@
+package dhcp
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+)
+
+// pxeClientClass prefixes the class identifier (option 60) of PXE clients,
+// e.g. "PXEClient:Arch:00000:UNDI:002001" (PXE 2.1 spec, RFC 4578 section 2).
+const pxeClientClass = "PXEClient"
+
+// ipxeUserClass is the user class (option 77) iPXE sends. iPXE sends it raw
+// rather than in RFC 3004 form, so it is matched as a substring.
+const ipxeUserClass = "iPXE"
+
+// ipxeNoPXEDHCP is iPXE's sub-option "no-pxedhcp" of its encapsulated option
+// 175 (dhcpv4.OptionEtherboot). Set to 1 it stops iPXE waiting for proxyDHCP
+// offers. dhcpv4 names code 176 only in the top-level space, as IP Telephone.
+const ipxeNoPXEDHCP = dhcpv4.GenericOptionCode(176)
+
+// bootInfo is what a client is told to boot.
+type bootInfo struct {
+	file   string // boot file name or script URL; "" means address only
+	pxe    bool   // echo option 60 "PXEClient"
+	ipxe   bool   // send option 175 with no-pxedhcp
+	reason string // why file is empty
+}
+
+// bootFor decides the boot file for req. Only PXE clients (option 60 begins
+// with "PXEClient") and iPXE (option 77 contains "iPXE") get one.
+func (s *Server) bootFor(req *dhcpv4.DHCPv4) bootInfo {
+	pxe := strings.HasPrefix(req.ClassIdentifier(), pxeClientClass)
+	ipxe := bytes.Contains(req.Options.Get(dhcpv4.OptionUserClassInformation), []byte(ipxeUserClass))
+	b := bootInfo{ipxe: ipxe}
+	switch {
+	case ipxe:
+		// iPXE already runs: hand it its script, which does not chain again.
+		b.file = s.cfg.Boot.ScriptURL(req.ClientHWAddr)
+		if b.file == "" {
+			b.reason = "no script URL"
+		}
+	case !pxe:
+		b.reason = "not a PXE client"
+	default:
+		archs := req.ClientArch()
+		if len(archs) == 0 {
+			b.reason = "no client architecture"
+			break
+		}
+		// RFC 4578 section 2.1: the first entry is the preferred one.
+		switch archs[0] {
+		case iana.INTEL_X86PC:
+			b.file = s.cfg.Boot.BIOSFile
+		case iana.EFI_X86_64, iana.EFI_BC:
+			b.file = s.cfg.Boot.UEFIFile
+		default:
+			b.reason = fmt.Sprintf("no boot file for arch %d", uint16(archs[0]))
+		}
+	}
+	// Echoing "PXEClient" without a boot file would make a PXE ROM wait for
+	// a boot server, so echo it only with one.
+	b.pxe = pxe && b.file != ""
+	return b
+}
+
+// apply adds the boot information to resp: siaddr and file in the header,
+// options 66 and 67, and the PXE and iPXE options.
+func (b bootInfo) apply(resp *dhcpv4.DHCPv4, server netip.Addr) {
+	if b.file != "" {
+		resp.ServerIPAddr = ipOf(server)
+		// The header field holds 127 bytes and a NUL; a longer name only
+		// travels in option 67.
+		if len(b.file) < 128 {
+			resp.BootFileName = b.file
+		}
+		resp.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
+		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
+	}
+	if b.pxe {
+		resp.UpdateOption(dhcpv4.OptClassIdentifier(pxeClientClass))
+	}
+	if b.ipxe {
+		sub := dhcpv4.OptionsFromList(dhcpv4.OptGeneric(ipxeNoPXEDHCP, []byte{1}))
+		resp.UpdateOption(dhcpv4.Option{Code: dhcpv4.OptionEtherboot, Value: sub})
+	}
+}
+
+// archOf names the client's preferred architecture (option 93) for logs and
+// events: the IANA name, "arch N" if unnamed, "" if absent.
+func archOf(req *dhcpv4.DHCPv4) string {
+	archs := req.ClientArch()
+	if len(archs) == 0 {
+		return ""
+	}
+	if name := archs[0].String(); name != "unknown" {
+		return name
+	}
+	return fmt.Sprintf("arch %d", uint16(archs[0]))
+}

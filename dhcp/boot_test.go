@@ -1,0 +1,91 @@
+package dhcp
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+)
+
+func TestBoot(t *testing.T) {
+	class := func(c string) dhcpv4.Modifier { return dhcpv4.WithOption(dhcpv4.OptClassIdentifier(c)) }
+	arch := func(a ...iana.Arch) dhcpv4.Modifier { return dhcpv4.WithOption(dhcpv4.OptClientArch(a...)) }
+	// tftp is the boot part of a reply that names file.
+	tftp := func(file string) *summary {
+		return &summary{SIAddr: "10.77.0.1", File: file, TFTPServer: "10.77.0.1", BootFile: file, Class: "PXEClient"}
+	}
+	script := "http://10.77.0.1:8080/boot/52:54:00:00:00:0a.ipxe"
+	tests := []struct {
+		name string
+		mods []dhcpv4.Modifier
+		want *summary // boot fields only
+	}{
+		{"bios", pxeBIOS, tftp("undionly.kpxe")},
+		{"uefi x64", pxeUEFI, tftp("snponly.efi")},
+		{"uefi bc", []dhcpv4.Modifier{class("PXEClient:Arch:00009:UNDI:003016"), arch(iana.EFI_BC)}, tftp("snponly.efi")},
+		{"first arch wins", []dhcpv4.Modifier{class("PXEClient"), arch(iana.EFI_X86_64, iana.INTEL_X86PC)}, tftp("snponly.efi")},
+		{"ipxe", pxeIPXE, &summary{
+			SIAddr: "10.77.0.1", File: script, TFTPServer: "10.77.0.1", BootFile: script, Class: "PXEClient",
+			Etherboot: []byte{byte(ipxeNoPXEDHCP), 1, 1},
+		}},
+		{"ipxe rfc 3004 user class without class id", []dhcpv4.Modifier{dhcpv4.WithUserClass("iPXE", true)}, &summary{
+			SIAddr: "10.77.0.1", File: script, TFTPServer: "10.77.0.1", BootFile: script,
+			Etherboot: []byte{byte(ipxeNoPXEDHCP), 1, 1},
+		}},
+		{"not pxe", nil, &summary{SIAddr: "0.0.0.0"}},
+		{"not pxe with arch", []dhcpv4.Modifier{class("MSFT 5.0"), arch(iana.INTEL_X86PC)}, &summary{SIAddr: "0.0.0.0"}},
+		{"unknown arch", []dhcpv4.Modifier{class("PXEClient:Arch:00011:UNDI:003016"), arch(iana.EFI_ARM64)}, &summary{SIAddr: "0.0.0.0"}},
+		{"pxe without arch", []dhcpv4.Modifier{class("PXEClient")}, &summary{SIAddr: "0.0.0.0"}},
+		{"uefi http", []dhcpv4.Modifier{class("HTTPClient:Arch:00016"), arch(iana.EFI_X86_64_HTTP)}, &summary{SIAddr: "0.0.0.0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck} {
+				e := newEnv(t)
+				var resp *dhcpv4.DHCPv4
+				if mt == dhcpv4.MessageTypeOffer {
+					resp = e.handle(packet(t, dhcpv4.MessageTypeDiscover, macA, tt.mods...))
+				} else {
+					resp = e.dora(macA, tt.mods...)
+				}
+				got := summarize(resp)
+				got = &summary{SIAddr: got.SIAddr, File: got.File, TFTPServer: got.TFTPServer,
+					BootFile: got.BootFile, Class: got.Class, Etherboot: got.Etherboot}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("%s boot fields (-want +got):\n%s", mt, diff)
+				}
+				if ev := e.events[len(e.events)-1]; ev.BootFile != tt.want.BootFile {
+					t.Errorf("%s event boot file = %q, want %q", mt, ev.BootFile, tt.want.BootFile)
+				}
+			}
+		})
+	}
+}
+
+func TestBootCustomFiles(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Boot.BIOSFile, c.Boot.UEFIFile = "ipxe.pxe", "ipxe.efi" })
+	for _, tt := range []struct {
+		name string
+		mods []dhcpv4.Modifier
+		want string
+	}{{"bios", pxeBIOS, "ipxe.pxe"}, {"uefi", pxeUEFI, "ipxe.efi"}} {
+		if got := e.handle(packet(t, dhcpv4.MessageTypeDiscover, macA, tt.mods...)).BootFileName; got != tt.want {
+			t.Errorf("%s boot file = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestBootLongScriptURL(t *testing.T) {
+	long := "http://10.77.0.1:8080/boot/" + strings.Repeat("x", 150) + ".ipxe"
+	e := newEnv(t, func(c *Config) { c.Boot.ScriptURL = func(net.HardwareAddr) string { return long } })
+	resp := e.handle(packet(t, dhcpv4.MessageTypeDiscover, macA, pxeIPXE...))
+	if resp.BootFileName != "" || resp.BootFileNameOption() != long {
+		t.Errorf("file %q, option 67 %q; want empty header field and the whole URL in option 67", resp.BootFileName, resp.BootFileNameOption())
+	}
+	if _, err := dhcpv4.FromBytes(resp.ToBytes()); err != nil {
+		t.Errorf("reply does not parse: %v", err)
+	}
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package dhcp
+
+import (
+	"errors"
+	"net"
+)
+
+// ListenInterface opens the DHCP server socket for iface. It needs
+// SO_BINDTODEVICE and so works on Linux only.
+func ListenInterface(iface string) (net.PacketConn, error) {
+	return nil, errors.New("listening for dhcp: only supported on linux")
+}
