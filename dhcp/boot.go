@@ -26,7 +26,6 @@ const ipxeNoPXEDHCP = dhcpv4.GenericOptionCode(176)
 // bootInfo is what a client is told to boot.
 type bootInfo struct {
 	file   string // boot file name or script URL; "" means address only
-	pxe    bool   // echo option 60 "PXEClient"
 	ipxe   bool   // send option 175 with no-pxedhcp
 	reason string // why file is empty
 }
@@ -62,9 +61,11 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4) bootInfo {
 			b.reason = fmt.Sprintf("no boot file for arch %d", uint16(archs[0]))
 		}
 	}
-	// Echoing "PXEClient" without a boot file would make a PXE ROM wait for
-	// a boot server, so echo it only with one.
-	b.pxe = pxe && b.file != ""
+	// Option 60 is deliberately not echoed. A reply carrying "PXEClient"
+	// but no option 43 is a "BINL" offer to UEFI firmware (EDK2
+	// PxeBcParseDhcp4Packet), which then asks a boot server on port 4011
+	// for the file instead of using ours, and gives up with PXE-E16. A plain
+	// DHCP offer with a boot file is used as is by BIOS and UEFI PXE alike.
 	return b
 }
 
@@ -80,9 +81,6 @@ func (b bootInfo) apply(resp *dhcpv4.DHCPv4, server netip.Addr) {
 		}
 		resp.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
 		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
-	}
-	if b.pxe {
-		resp.UpdateOption(dhcpv4.OptClassIdentifier(pxeClientClass))
 	}
 	if b.ipxe {
 		sub := dhcpv4.OptionsFromList(dhcpv4.OptGeneric(ipxeNoPXEDHCP, []byte{1}))

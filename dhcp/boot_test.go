@@ -15,7 +15,7 @@ func TestBoot(t *testing.T) {
 	arch := func(a ...iana.Arch) dhcpv4.Modifier { return dhcpv4.WithOption(dhcpv4.OptClientArch(a...)) }
 	// tftp is the boot part of a reply that names file.
 	tftp := func(file string) *summary {
-		return &summary{SIAddr: "10.77.0.1", File: file, TFTPServer: "10.77.0.1", BootFile: file, Class: "PXEClient"}
+		return &summary{SIAddr: "10.77.0.1", File: file, TFTPServer: "10.77.0.1", BootFile: file}
 	}
 	script := "http://10.77.0.1:8080/boot/52:54:00:00:00:0a.ipxe"
 	tests := []struct {
@@ -28,7 +28,7 @@ func TestBoot(t *testing.T) {
 		{"uefi bc", []dhcpv4.Modifier{class("PXEClient:Arch:00009:UNDI:003016"), arch(iana.EFI_BC)}, tftp("snponly.efi")},
 		{"first arch wins", []dhcpv4.Modifier{class("PXEClient"), arch(iana.EFI_X86_64, iana.INTEL_X86PC)}, tftp("snponly.efi")},
 		{"ipxe", pxeIPXE, &summary{
-			SIAddr: "10.77.0.1", File: script, TFTPServer: "10.77.0.1", BootFile: script, Class: "PXEClient",
+			SIAddr: "10.77.0.1", File: script, TFTPServer: "10.77.0.1", BootFile: script,
 			Etherboot: []byte{byte(ipxeNoPXEDHCP), 1, 1},
 		}},
 		{"ipxe rfc 3004 user class without class id", []dhcpv4.Modifier{dhcpv4.WithUserClass("iPXE", true)}, &summary{
