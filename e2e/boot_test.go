@@ -1,0 +1,203 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bootTimeout bounds one boot from QEMU start to ready. The LAB.md reference
+// paths take 5-21 s under TCG; a loaded CI machine gets a wide margin.
+const bootTimeout = 4 * time.Minute
+
+// TestBootToReady bakes the tiny image, registers a VM, boots it through
+// each firmware path and checks, through kiln's API, that it reaches ready
+// with the right image, and on its console that it took the hostname kiln
+// gave it.
+func TestBootToReady(t *testing.T) {
+	requireLab(t)
+	for _, tc := range []struct {
+		name string
+		mac  string
+		uefi bool
+	}{
+		// SeaBIOS with QEMU's iPXE option ROM: the first DHCP already
+		// says user-class iPXE, so kiln hands out the script URL.
+		{name: "bios-ipxe-rom", mac: "52:54:00:77:00:01"},
+		// OVMF without an option ROM (romfile=): the firmware's own PXE
+		// fetches snponly.efi over TFTP, which then fetches the script.
+		{name: "uefi-pxe-tftp", mac: "52:54:00:77:00:02", uefi: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newLab(t)
+			l.startKiln()
+
+			out, err := l.kilnCLI("build", filepath.Join(repoRoot, "testdata/recipes/tiny.yaml"),
+				"--images", filepath.Join(l.dir, "data", "images"), "--json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var built struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(out, &built); err != nil || !strings.HasPrefix(built.ID, "sha256:") {
+				t.Fatalf("kiln build --json = %s (%v), want an object with id sha256:...", out, err)
+			}
+			hostname := "e2e-" + tc.name
+			if _, err := l.kilnCLI("machines", "add", "--server", serverURL, "--mac", tc.mac,
+				"--hostname", hostname, "--image", built.ID); err != nil {
+				t.Fatal(err)
+			}
+
+			serial := filepath.Join(l.dir, "serial.log")
+			start := time.Now()
+			exited := l.startQEMU(t, tc.mac, tc.uefi, serial)
+			m, err := l.waitReady(tc.mac, exited, serial, bootTimeout)
+			if err != nil {
+				t.Fatalf("%v\n--- kiln log (tail) ---\n%s\n--- serial (tail) ---\n%s", err,
+					tail(filepath.Join(l.dir, "kiln.log"), 40, "http request"), tail(serial, 40, ""))
+			}
+			if m.Image != built.ID || m.ReportedImage != built.ID {
+				t.Errorf("machine image = %s, reported %s, want both %s", m.Image, m.ReportedImage, built.ID)
+			}
+			if want := "kiln: hostname is " + hostname; !waitFile(serial, want, 10*time.Second) {
+				t.Errorf("serial console never printed %q:\n%s", want, tail(serial, 30, ""))
+			}
+			seen := map[string]time.Time{}
+			for _, ev := range m.Events {
+				seen[ev.Kind] = ev.Time
+			}
+			for _, kind := range []string{"offered", "acked", "script", "kernel", "initrd", "identity", "ready"} {
+				if _, ok := seen[kind]; !ok {
+					t.Errorf("machine events lack %q: %+v", kind, m.Events)
+				}
+			}
+			if m.IP == "" {
+				t.Errorf("machine record has no IP from its lease")
+			}
+			t.Logf("E2E-TIMING %s: QEMU start to ready %.1fs (ready event at +%.1fs)", tc.name,
+				time.Since(start).Seconds(), seen["ready"].Sub(start).Seconds())
+		})
+	}
+}
+
+// startQEMU boots a VM on the lab's tap device and returns a channel closed
+// when QEMU exits. QEMU is killed at cleanup (before the namespace is
+// removed: cleanups run in reverse order).
+func (l *lab) startQEMU(t *testing.T, mac string, uefi bool, serial string) <-chan struct{} {
+	t.Helper()
+	nic := "virtio-net-pci,netdev=n0,mac=" + mac + ",bootindex=1"
+	args := []string{
+		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1",
+		"-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
+		"-serial", "file:" + serial,
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+		"-boot", "order=n,menu=off",
+	}
+	if uefi {
+		vars := filepath.Join(l.dir, "OVMF_VARS.fd")
+		copyFile(t, ovmfVars, vars)
+		args = append(args,
+			"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,file="+vars,
+			"-global", "driver=cfi.pflash01,property=secure,value=off")
+		nic += ",romfile="
+	}
+	args = append(args, "-device", nic)
+	logf, err := os.Create(filepath.Join(l.dir, "qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := l.inNS(context.Background(), "qemu-system-x86_64", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		logf.Close()
+	})
+	return done
+}
+
+// firmwareGaveUp are console lines that mean the firmware found nothing to
+// boot: waiting longer cannot help.
+var firmwareGaveUp = []string{"Shell> ", "No bootable device", "kiln: FAILED"}
+
+// waitReady polls the API until the machine is ready, fails fast when it
+// is failed, QEMU exits or the console says the boot gave up, and gives up
+// after timeout.
+func (l *lab) waitReady(mac string, exited <-chan struct{}, serial string, timeout time.Duration) (machine, error) {
+	deadline := time.Now().Add(timeout)
+	var last machine
+	for time.Now().Before(deadline) {
+		m, err := l.getMachine(mac)
+		if err == nil {
+			last = m
+			switch m.State {
+			case "ready":
+				return m, nil
+			case "failed":
+				return m, fmt.Errorf("machine %s failed: %s", mac, m.Reason)
+			}
+		}
+		if b, err := os.ReadFile(serial); err == nil {
+			for _, bad := range firmwareGaveUp {
+				if strings.Contains(string(b), bad) {
+					return last, fmt.Errorf("boot gave up: console says %q (state %q)", bad, last.State)
+				}
+			}
+		}
+		select {
+		case <-exited:
+			return last, fmt.Errorf("QEMU exited before ready (state %q)", last.State)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return last, fmt.Errorf("machine %s not ready after %s (state %q)", mac, timeout, last.State)
+}
+
+// waitFile waits until the file contains want.
+func waitFile(path, want string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), want) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
