@@ -1,0 +1,55 @@
+# kiln — see README.md. `make help` lists the targets.
+SHELL      := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO         ?= go
+VERSION    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -X main.version=$(VERSION)
+TINY_CACHE ?= .cache/tiny
+FUZZTIME   ?= 10s
+UNIT_PKGS   = $(shell $(GO) list ./... | grep -v /e2e)
+
+.PHONY: help build deps tiny-inputs tiny lint unit e2e fuzz test demo ci clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/kiln
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kiln ./cmd/kiln
+
+deps: ## install the Debian packages the tests and demo need (root; skips what is there)
+	./scripts/deps.sh
+
+tiny-inputs: deps ## fetch the tiny image's kernel and busybox from Debian into .cache/tiny
+	./scripts/fetch-tiny-inputs.sh $(TINY_CACHE)
+
+tiny: build tiny-inputs ## bake the tiny example image into out/images
+	./bin/kiln build testdata/recipes/tiny.yaml --images out/images
+
+lint: ## gofmt, go vet, and go mod tidy leaves no diff
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
+
+unit: ## unit tests with the race detector
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+e2e: tiny-inputs ## boot real VMs in a private network namespace (root)
+	$(GO) test -count=1 -v -timeout 20m ./e2e/
+
+fuzz: ## a short pass of every fuzz target (FUZZTIME each)
+	@for pkg in $(UNIT_PKGS); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/kiln-fuzz.log 2>&1 || { cat /tmp/kiln-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+test: deps tiny-inputs lint fuzz unit e2e ## everything CI runs: lint, short fuzz, unit (race), e2e boots
+
+ci: test ## what .ci/run runs
+
+demo: deps tiny-inputs build ## bake the tiny image, netboot a VM to ready in a private namespace, show the inventory
+	./scripts/demo.sh
+
+clean: ## remove build output (keeps the .cache of Debian downloads)
+	rm -rf bin out

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln's build, tests and demo need, if missing.
+# Safe to run repeatedly: it only calls apt-get when something is absent.
+set -euo pipefail
+
+pkgs=(
+  iproute2          # ip netns, bridge, tuntap for the private lab network
+  qemu-system-x86   # the VMs (TCG)
+  ipxe-qemu         # QEMU's iPXE option ROMs (BIOS path)
+  ipxe              # /usr/lib/ipxe/{undionly.kpxe,snponly.efi,...} served over TFTP
+  ovmf              # UEFI firmware
+  seabios           # BIOS firmware
+  busybox-static    # unpacked into the tiny image by fetch-tiny-inputs.sh
+  zstd cpio         # to inspect initramfs images
+  ca-certificates
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "deps: missing Debian packages: ${missing[*]}; run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
