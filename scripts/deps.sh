@@ -12,6 +12,7 @@ pkgs=(
   seabios           # BIOS firmware
   busybox-static    # unpacked into the tiny image by fetch-tiny-inputs.sh
   zstd cpio         # to inspect initramfs images
+  chromium          # renders the inventory page in web's browser test
   ca-certificates
 )
 
