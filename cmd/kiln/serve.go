@@ -221,6 +221,11 @@ func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *n
 		defer tsrv.Close()
 		return tsrv.Serve(ctx, tconn)
 	})
+	// Router advertisements (lifetime 0: we are not a router) end iPXE's
+	// ~14 s wait for IPv6 configuration after DHCP.
+	g.Go(func() error {
+		return dhcp.ServeRA(ctx, dhcp.RAConfig{Interface: f.iface, Log: log.With("component", "ra")})
+	})
 	log.Info("netboot started", "iface", f.iface, "ip", ipnet.IP, "pool", fmt.Sprintf("%s-%s", start, end), "tftp_root", f.tftpRoot)
 	return nil
 }
