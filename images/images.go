@@ -6,16 +6,25 @@
 // ever rewritten: publishing writes a temporary file, fsyncs it and renames
 // it into place, so a crashed or interrupted build leaves nothing visible.
 //
+// Deleting is garbage collection: Remove unpublishes one image, GC removes
+// the images no machine uses and then the blobs no image references, never
+// a pinned image and never anything written within its grace period. A
+// file lock makes GC exclusive with Publish, so no image is ever published
+// with a blob GC is removing.
+//
 // On disk, under the store's root:
 //
 //	blobs/sha256/<hex>          blob bytes
 //	manifests/sha256/<hex>.json canonical manifest bytes
+//	pins/<hex>                  pinned images
 //	tmp/                        partial writes, removed on failure
+//	lock                        flock(2): shared by Publish, exclusive for GC
 package images
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +36,13 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrInvalidDigest is returned for a string that is not a sha256 digest.
 	ErrInvalidDigest = errors.New("invalid digest")
+	// ErrInvalidManifest is wrapped by every error of Manifest.Validate.
+	ErrInvalidManifest = errors.New("invalid manifest")
+	// ErrMissingBlob is returned by Publish when an artifact is not stored
+	// with its digest and size.
+	ErrMissingBlob = errors.New("blob is not in the store with that size")
+	// ErrPinned is returned by Remove for a pinned image.
+	ErrPinned = errors.New("image is pinned")
 )
 
 // Digest is a content address of the form "sha256:<64 lowercase hex>".
@@ -103,34 +119,45 @@ func (m Manifest) Size() int64 {
 	return n
 }
 
-// Validate checks the manifest's own fields.
+// Canonical returns the manifest's canonical encoding: the bytes whose
+// sha256 is the image ID.
+func (m Manifest) Canonical() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding manifest: %w", err)
+	}
+	return b, nil
+}
+
+// Validate checks the manifest's own fields. Its errors wrap
+// ErrInvalidManifest.
 func (m Manifest) Validate() error {
 	if m.SchemaVersion != 1 {
-		return fmt.Errorf("manifest: schemaVersion %d, want 1", m.SchemaVersion)
+		return fmt.Errorf("%w: schemaVersion %d, want 1", ErrInvalidManifest, m.SchemaVersion)
 	}
 	if m.Name == "" {
-		return errors.New("manifest: name is empty")
+		return fmt.Errorf("%w: name is empty", ErrInvalidManifest)
 	}
 	if _, err := ParseDigest(string(m.Inputs)); err != nil {
-		return fmt.Errorf("manifest: inputs: %w", err)
+		return fmt.Errorf("%w: inputs: %w", ErrInvalidManifest, err)
 	}
 	if len(m.Artifacts) == 0 {
-		return errors.New("manifest: no artifacts")
+		return fmt.Errorf("%w: no artifacts", ErrInvalidManifest)
 	}
 	seen := map[string]bool{}
 	for i, a := range m.Artifacts {
 		if a.Name == "" {
-			return fmt.Errorf("manifest: artifacts[%d]: name is empty", i)
+			return fmt.Errorf("%w: artifacts[%d]: name is empty", ErrInvalidManifest, i)
 		}
 		if seen[a.Name] {
-			return fmt.Errorf("manifest: artifacts[%d]: duplicate name %q", i, a.Name)
+			return fmt.Errorf("%w: artifacts[%d]: duplicate name %q", ErrInvalidManifest, i, a.Name)
 		}
 		seen[a.Name] = true
 		if _, err := ParseDigest(string(a.Digest)); err != nil {
-			return fmt.Errorf("manifest: artifacts[%d] (%s): %w", i, a.Name, err)
+			return fmt.Errorf("%w: artifacts[%d] (%s): %w", ErrInvalidManifest, i, a.Name, err)
 		}
 		if a.Size < 0 {
-			return fmt.Errorf("manifest: artifacts[%d] (%s): negative size %d", i, a.Name, a.Size)
+			return fmt.Errorf("%w: artifacts[%d] (%s): negative size %d", ErrInvalidManifest, i, a.Name, a.Size)
 		}
 	}
 	return nil

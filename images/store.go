@@ -22,8 +22,12 @@ import (
 type Store struct {
 	root string
 	// verified caches manifests whose bytes were checked against their ID.
-	// Published manifests never change, so an entry never goes stale.
+	// Published manifests never change; Get still checks that the file is
+	// there, since Remove and GC (maybe in another process) unpublish.
 	verified sync.Map // Digest → Manifest
+	// gcHook, if set, is called by GC between reading the manifests and
+	// removing anything (tests only).
+	gcHook func()
 }
 
 // Image is a published image as listed by the store.
@@ -32,11 +36,12 @@ type Image struct {
 	Manifest Manifest  `json:"manifest"`
 	Created  time.Time `json:"created"` // when it was published into this store
 	Size     int64     `json:"size"`
+	Pinned   bool      `json:"pinned"` // kept by GC and Remove until unpinned
 }
 
 // Open opens (creating if needed) the store at dir.
 func Open(dir string) (*Store, error) {
-	for _, sub := range []string{"blobs/sha256", "manifests/sha256", "tmp"} {
+	for _, sub := range []string{"blobs/sha256", "manifests/sha256", "pins", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("opening image store: %w", err)
 		}
@@ -53,6 +58,13 @@ func (s *Store) blobPath(d Digest) string {
 
 func (s *Store) manifestPath(id Digest) string {
 	return filepath.Join(s.root, "manifests", "sha256", id.Hex()+".json")
+}
+
+// lock takes the store's lock, shared or exclusive. Publish and Pin hold it
+// shared; GC and Remove hold it exclusively, so a manifest is never published
+// between GC deciding which blobs are referenced and removing the others.
+func (s *Store) lock(exclusive bool) (func(), error) {
+	return lockFile(filepath.Join(s.root, "lock"), exclusive)
 }
 
 // BlobWriter streams a new blob into the store. Commit makes it visible under
@@ -83,14 +95,23 @@ func (w *BlobWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Digest returns the digest of the bytes written so far, so that a caller
+// who was told the digest can check it before Commit.
+func (w *BlobWriter) Digest() Digest {
+	return Digest("sha256:" + hex.EncodeToString(w.h.Sum(nil)))
+}
+
 // Commit fsyncs the blob and renames it to its digest. If a blob with the
-// same digest already exists the new copy is discarded.
+// same digest already exists the new copy is discarded and the existing
+// blob's mtime is set to now: GC's grace period counts from the last time a
+// blob was written, so a build that reuses an old blob is protected while it
+// runs, just as one that writes a new blob is.
 func (w *BlobWriter) Commit() (Artifact, error) {
 	if w.done {
 		return Artifact{}, errors.New("blob already committed or aborted")
 	}
 	w.done = true
-	d := Digest("sha256:" + hex.EncodeToString(w.h.Sum(nil)))
+	d := w.Digest()
 	tmp := w.f.Name()
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
@@ -105,8 +126,15 @@ func (w *BlobWriter) Commit() (Artifact, error) {
 		os.Remove(tmp)
 		return Artifact{}, fmt.Errorf("sealing blob %s: %w", d, err)
 	}
-	if err := renameNoReplace(tmp, w.s.blobPath(d)); err != nil {
+	existed, err := renameNoReplace(tmp, w.s.blobPath(d))
+	if err != nil {
 		return Artifact{}, fmt.Errorf("publishing blob %s: %w", d, err)
+	}
+	if existed {
+		// Best effort: a blob owned by another user keeps its mtime, and
+		// then only the grace period since it was first written protects it.
+		now := time.Now()
+		_ = os.Chtimes(w.s.blobPath(d), now, now)
 	}
 	if err := syncDir(filepath.Dir(w.s.blobPath(d))); err != nil {
 		return Artifact{}, err
@@ -155,23 +183,49 @@ func (s *Store) HasBlob(d Digest, size int64) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
 }
 
+// BlobSize returns the size of blob d, or an error wrapping ErrNotFound if
+// the store does not have it.
+func (s *Store) BlobSize(d Digest) (int64, error) {
+	if _, err := ParseDigest(string(d)); err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(s.blobPath(d))
+	if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.Mode().IsRegular() {
+		return 0, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("blob %s: %w", d, err)
+	}
+	return fi.Size(), nil
+}
+
 // Publish validates m, checks that every artifact is stored with its size,
 // and writes the manifest. It returns the image ID. Publishing the same
-// manifest twice returns the same ID and leaves the first file untouched.
+// manifest twice returns the same ID and leaves the first file untouched,
+// its time (Image.Created) included.
+// A missing artifact is an error wrapping ErrMissingBlob.
 func (s *Store) Publish(m Manifest) (Digest, error) {
 	if err := m.Validate(); err != nil {
 		return "", err
 	}
-	for _, a := range m.Artifacts {
-		if !s.HasBlob(a.Digest, a.Size) {
-			return "", fmt.Errorf("publishing %s: artifact %s (%s, %d bytes) is not in the store", m.Name, a.Name, a.Digest, a.Size)
-		}
-	}
-	b, err := json.Marshal(m)
+	b, err := m.Canonical()
 	if err != nil {
-		return "", fmt.Errorf("encoding manifest: %w", err)
+		return "", err
 	}
 	id := DigestOf(b)
+	// Held shared until the manifest is in place: GC, which holds it
+	// exclusively, either sees this manifest or runs before the blobs are
+	// checked.
+	unlock, err := s.lock(false)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	for _, a := range m.Artifacts {
+		if !s.HasBlob(a.Digest, a.Size) {
+			return "", fmt.Errorf("publishing %s: artifact %s (%s, %d bytes): %w", m.Name, a.Name, a.Digest, a.Size, ErrMissingBlob)
+		}
+	}
 	if _, err := os.Stat(s.manifestPath(id)); err == nil {
 		return id, nil
 	}
@@ -194,7 +248,7 @@ func (s *Store) Publish(m Manifest) (Digest, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("writing manifest %s: %w", id, err)
 	}
-	if err := renameNoReplace(tmp, s.manifestPath(id)); err != nil {
+	if _, err := renameNoReplace(tmp, s.manifestPath(id)); err != nil {
 		return "", fmt.Errorf("publishing manifest %s: %w", id, err)
 	}
 	return id, syncDir(filepath.Dir(s.manifestPath(id)))
@@ -207,17 +261,20 @@ func (s *Store) Get(id Digest) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("image id: %w", err)
 	}
 	if m, ok := s.verified.Load(id); ok {
-		return m.(Manifest), nil
-	}
-	b, err := os.ReadFile(s.manifestPath(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return Manifest{}, fmt.Errorf("image %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
+		// Another process (kiln images rm or gc) may have removed it.
+		_, err := os.Lstat(s.manifestPath(id))
+		if err == nil {
+			return m.(Manifest), nil
+		}
+		s.verified.Delete(id)
+		if errors.Is(err, fs.ErrNotExist) {
+			return Manifest{}, fmt.Errorf("image %s: %w", id, ErrNotFound)
+		}
 		return Manifest{}, fmt.Errorf("reading manifest %s: %w", id, err)
 	}
-	if got := DigestOf(b); got != id {
-		return Manifest{}, fmt.Errorf("manifest %s is corrupt: its bytes hash to %s", id, got)
+	b, err := s.ManifestBytes(id)
+	if err != nil {
+		return Manifest{}, err
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -227,6 +284,26 @@ func (s *Store) Get(id Digest) (Manifest, error) {
 	return m, nil
 }
 
+// ManifestBytes returns the manifest of image id exactly as stored: its
+// canonical encoding, verified to hash to id. These are the bytes to send
+// when copying the image to another store.
+func (s *Store) ManifestBytes(id Digest) ([]byte, error) {
+	if _, err := ParseDigest(string(id)); err != nil {
+		return nil, fmt.Errorf("image id: %w", err)
+	}
+	b, err := os.ReadFile(s.manifestPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("image %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest %s: %w", id, err)
+	}
+	if got := DigestOf(b); got != id {
+		return nil, fmt.Errorf("manifest %s is corrupt: its bytes hash to %s", id, got)
+	}
+	return b, nil
+}
+
 // Stat returns the listing entry of image id.
 func (s *Store) Stat(id Digest) (Image, error) {
 	m, err := s.Get(id)
@@ -234,10 +311,17 @@ func (s *Store) Stat(id Digest) (Image, error) {
 		return Image{}, err
 	}
 	fi, err := os.Stat(s.manifestPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Image{}, fmt.Errorf("image %s: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", id, err)
 	}
-	return Image{ID: id, Manifest: m, Created: fi.ModTime().UTC(), Size: m.Size()}, nil
+	pinned, err := s.Pinned(id)
+	if err != nil {
+		return Image{}, err
+	}
+	return Image{ID: id, Manifest: m, Created: fi.ModTime().UTC(), Size: m.Size(), Pinned: pinned}, nil
 }
 
 // List returns every published image, newest first. A manifest that cannot
