@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 
@@ -68,21 +67,21 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 
 // asError maps err to a status and a safe message. A body over the limit is
 // a 413 wherever it was found; an HTTPError says its own status; the sentinel
-// errors of fleet carry messages written for operators, so their text is
-// shown; any other error is a 500 with a generic message.
+// errors of fleet and images carry messages written for operators, so their
+// text is shown; any other error is a 500 with a generic message.
 func asError(err error) HTTPError {
 	var he HTTPError
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return HTTPError{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body is larger than %d KiB", maxBody>>10), Err: err}
+		return HTTPError{Code: http.StatusRequestEntityTooLarge, Msg: "request body is larger than " + sizeLimit(tooBig.Limit), Err: err}
 	case errors.As(err, &he):
 		return he
-	case errors.Is(err, fleet.ErrInvalid):
+	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, images.ErrInvalidManifest):
 		return HTTPError{Code: http.StatusBadRequest, Msg: err.Error(), Err: err}
 	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, images.ErrNotFound):
 		return HTTPError{Code: http.StatusNotFound, Msg: err.Error(), Err: err}
-	case errors.Is(err, fleet.ErrExists), errors.Is(err, fleet.ErrTransition):
+	case errors.Is(err, fleet.ErrExists), errors.Is(err, fleet.ErrTransition), errors.Is(err, images.ErrMissingBlob):
 		return HTTPError{Code: http.StatusConflict, Msg: err.Error(), Err: err}
 	}
 	return HTTPError{Code: http.StatusInternalServerError, Msg: "internal server error", Err: err}

@@ -1,15 +1,20 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/identity"
+	"github.com/kiln-dev/kiln/images"
 )
 
 // FuzzCreateMachineBody posts arbitrary bodies to POST /api/v1/machines.
@@ -60,4 +65,109 @@ func FuzzCreateMachineBody(f *testing.F) {
 			t.Fatalf("POST %q: GET differs from the 201 reply (-created +got):\n%s", body, diff)
 		}
 	})
+}
+
+// FuzzPutManifest puts arbitrary bodies to PUT /api/v1/images/{id}, where
+// {id} is the body's own sha256, so that the fuzzer gets past the digest
+// check and explores the decoder. No body may cause a 5xx; a refusal must
+// leave no image with that ID; a 2xx must mean that the body was a canonical
+// manifest, stored byte for byte, retrievable through the API under that ID
+// with the artifacts it named, each of them stored. The same body under
+// another ID is always refused. Seeds: testdata/fuzz/FuzzPutManifest.
+func FuzzPutManifest(f *testing.F) {
+	e := newEnv(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e := e.withT(t)
+		id := images.DigestOf(body)
+		resp, reply := e.do(http.MethodPut, "/api/v1/images/"+string(id), jsonHeader, string(body))
+		if resp.StatusCode >= 500 {
+			t.Fatalf("PUT %q: status %d: %s", body, resp.StatusCode, reply)
+		}
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+			errorMessage(t, reply)
+			if _, err := e.images.Get(id); !errors.Is(err, images.ErrNotFound) {
+				t.Fatalf("PUT %q: refused with %d, yet Get(%s) = %v", body, resp.StatusCode, id, err)
+			}
+			return
+		}
+		var sent images.Manifest
+		if err := json.Unmarshal(body, &sent); err != nil {
+			t.Fatalf("PUT %q: %d for a body that is not a manifest: %v", body, resp.StatusCode, err)
+		}
+		if again, err := sent.Canonical(); err != nil || !bytes.Equal(again, body) {
+			t.Fatalf("PUT %q: %d for a body that is not canonical (re-encoded %q, %v)", body, resp.StatusCode, again, err)
+		}
+		stored, err := e.images.ManifestBytes(id)
+		if err != nil || !bytes.Equal(stored, body) {
+			t.Fatalf("PUT %q: %d, but the store holds %q (%v)", body, resp.StatusCode, stored, err)
+		}
+		resp, reply = e.get("/api/v1/images/" + string(id))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %q: 2xx, then GET %s: status %d: %s", body, id, resp.StatusCode, reply)
+		}
+		var got imageJSON
+		if err := json.Unmarshal(reply, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != id || got.Name != sent.Name || got.Inputs != sent.Inputs || got.Cmdline != sent.Cmdline {
+			t.Fatalf("PUT %q: GET shows %+v", body, got)
+		}
+		if diff := cmp.Diff(sent.Artifacts, got.Artifacts); diff != "" {
+			t.Fatalf("PUT %q: artifacts (-sent +stored):\n%s", body, diff)
+		}
+		for _, a := range got.Artifacts {
+			if !e.images.HasBlob(a.Digest, a.Size) {
+				t.Fatalf("PUT %q: published with artifact %s not stored", body, a.Name)
+			}
+		}
+		other := images.DigestOf(append(bytes.Clone(body), ' '))
+		resp, reply = e.do(http.MethodPut, "/api/v1/images/"+string(other), jsonHeader, string(body))
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("PUT %q under ID %s: status %d, want 400: %s", body, other, resp.StatusCode, reply)
+		}
+	})
+}
+
+// TestPutManifestSeeds checks that the seed corpus reaches every outcome
+// it is meant to: an existing image, new ones, a missing blob and refusals.
+func TestPutManifestSeeds(t *testing.T) {
+	e := newEnv(t)
+	for name, want := range map[string]int{
+		"existing":               http.StatusOK,
+		"new_name":               http.StatusCreated,
+		"kernel_only":            http.StatusCreated,
+		"html_escaped_canonical": http.StatusCreated,
+		"missing_blob":           http.StatusConflict,
+		"wrong_size":             http.StatusConflict,
+		"negative_size":          http.StatusBadRequest,
+		"indented":               http.StatusBadRequest,
+		"html_escape":            http.StatusBadRequest,
+		"duplicate_key":          http.StatusBadRequest,
+		"key_case":               http.StatusBadRequest,
+		"empty":                  http.StatusBadRequest,
+	} {
+		t.Run(name, func(t *testing.T) {
+			body := readSeed(t, "testdata/fuzz/FuzzPutManifest/"+name)
+			resp, reply := e.do(http.MethodPut, "/api/v1/images/"+string(images.DigestOf(body)), jsonHeader, string(body))
+			wantStatus(t, resp, reply, want)
+		})
+	}
+}
+
+// readSeed returns the []byte of a one-value fuzz corpus file.
+func readSeed(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lit, ok := bytes.Cut(bytes.TrimSpace(b), []byte("\n[]byte("))
+	if !ok || !bytes.HasSuffix(lit, []byte(")")) {
+		t.Fatalf("%s is not a go test fuzz v1 file of one []byte", path)
+	}
+	s, err := strconv.Unquote(string(lit[:len(lit)-1]))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return []byte(s)
 }

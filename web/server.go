@@ -35,17 +35,21 @@ type Config struct {
 	// "http://10.77.0.1:8080". It is written into boot scripts and kernel
 	// command lines. Empty means "http://" + the request's Host header.
 	BaseURL string
-	Log     *slog.Logger // nil discards
+	// MaxBlobSize bounds one blob uploaded with PUT /api/v1/blobs/{digest}.
+	// Zero means DefaultMaxBlobSize (64 GiB).
+	MaxBlobSize int64
+	Log         *slog.Logger // nil discards
 }
 
 // Server is kiln's HTTP server. Its handler is safe for concurrent use.
 type Server struct {
-	fleet  *fleet.Fleet
-	images *images.Store
-	base   string // without a trailing slash; empty means from the request
-	log    *slog.Logger
-	page   *template.Template
-	router *mux.Router
+	fleet   *fleet.Fleet
+	images  *images.Store
+	base    string // without a trailing slash; empty means from the request
+	maxBlob int64
+	log     *slog.Logger
+	page    *template.Template
+	router  *mux.Router
 }
 
 // New checks cfg and returns a Server.
@@ -64,7 +68,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, log: cfg.Log, page: page}
+	if cfg.MaxBlobSize < 0 {
+		return nil, fmt.Errorf("web: MaxBlobSize %d is negative", cfg.MaxBlobSize)
+	}
+	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, log: cfg.Log, page: page}
+	if s.maxBlob == 0 {
+		s.maxBlob = DefaultMaxBlobSize
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -93,14 +103,18 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/identity/{mac}", s.adapt(s.serveIdentity)).Methods(get)
 	r.Handle("/phone-home/{mac}", s.adapt(s.phoneHome)).Methods(http.MethodPost)
 
-	// The JSON API. There is no PATCH or PUT: a machine is changed by
-	// deleting and creating it.
+	// The JSON API. There is no PATCH or PUT of a machine: a machine is
+	// changed by deleting and creating it. PUT uploads blobs and images,
+	// which are content-addressed: created, never replaced.
 	r.Handle("/api/v1/machines", s.adapt(s.listMachines)).Methods(get)
 	r.Handle("/api/v1/machines", s.adapt(s.createMachine)).Methods(http.MethodPost)
 	r.Handle("/api/v1/machines/{mac}", s.adapt(s.getMachine)).Methods(get)
 	r.Handle("/api/v1/machines/{mac}", s.adapt(s.deleteMachine)).Methods(http.MethodDelete)
 	r.Handle("/api/v1/images", s.adapt(s.listImages)).Methods(get)
 	r.Handle("/api/v1/images/{id}", s.adapt(s.getImage)).Methods(get)
+	r.Handle("/api/v1/images/{id}", s.adapt(s.putImage)).Methods(http.MethodPut)
+	r.Handle("/api/v1/blobs/{digest}", s.adapt(s.headBlob)).Methods(head)
+	r.Handle("/api/v1/blobs/{digest}", s.adapt(s.putBlob)).Methods(http.MethodPut)
 
 	r.Handle("/", s.adapt(s.inventory)).Methods(get, head)
 	r.Handle("/healthz", s.adapt(healthz)).Methods(get, head)
