@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -36,7 +34,7 @@ func cmdMachines(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c := &apiClient{base: strings.TrimRight(*server, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+	c := newAPIClient(*server, 30*time.Second)
 	ctx := context.Background()
 	switch sub {
 	case "add":
@@ -124,51 +122,4 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-type apiClient struct {
-	base string
-	http *http.Client
-}
-
-// do sends a request and decodes a 2xx JSON answer into out. A 4xx answer
-// is the caller's mistake (exit 2) and carries the server's message.
-func (c *apiClient) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return usagef("--server %q: %v", c.base, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		err := fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
-		if resp.StatusCode < 500 {
-			return usageError{err}
-		}
-		return err
-	}
-	if out == nil || len(b) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
-	}
-	return nil
 }

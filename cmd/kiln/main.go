@@ -1,9 +1,11 @@
 // Command kiln bakes immutable OS images and netboots bare metal into them.
 //
 //	kiln build RECIPE --images DIR        bake an image, print its ID
+//	kiln build --check RECIPE             validate a recipe only
 //	kiln serve --interface IF --data DIR  DHCP + TFTP + HTTP on one interface
 //	kiln machines add|get|list|rm         the machine inventory, over the API
-//	kiln images list --images DIR         the images in a store
+//	kiln push --server URL --images DIR ID  upload an image to a server
+//	kiln images list|show|rm|pin|unpin|gc the images in a store
 //
 // Every flag can also be set with a KILN_<FLAG> environment variable
 // (KILN_HTTP_PORT for --http-port); a flag on the command line wins.
@@ -24,8 +26,21 @@ var version = "dev"
 const (
 	exitOK      = 0
 	exitFailure = 1 // the work failed (I/O, network, server error)
-	exitUsage   = 2 // bad flags, arguments or input (bad recipe, bad MAC, ...)
+	exitUsage   = 2 // bad flags, arguments or input (bad MAC, unknown image, ...)
+	// Only kiln build returns these two, so that a pipeline can tell a
+	// recipe to fix from an input to fetch.
+	exitBadRecipe    = 3 // the recipe is invalid
+	exitMissingInput = 4 // the recipe, or a file it names, does not exist
 )
+
+// exitError carries an exit code other than the generic ones.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
 
 // usageError marks an error as the caller's mistake (exit code 2).
 type usageError struct{ err error }
@@ -41,15 +56,18 @@ const mainUsage = `kiln bakes immutable OS images and netboots bare metal into t
 
 Usage:
   kiln build RECIPE --images DIR [--json]         bake an image, print its ID
+  kiln build --check RECIPE [--json]              validate a recipe only
   kiln serve --interface IFACE --data DIR [...]   run DHCP + TFTP + HTTP
   kiln machines add|get|list|rm --server URL ...  manage the machine inventory
-  kiln images list --images DIR [--json]          list baked images
+  kiln push --server URL --images DIR ID          upload an image to a server
+  kiln images list|show|rm|pin|unpin|gc ...       the images of a store
   kiln version                                    print the version
 
 Run "kiln COMMAND --help" for a command's flags. Every flag can also be set
 with a KILN_<FLAG> environment variable, e.g. KILN_HTTP_PORT=8081.
 
-Exit codes: 0 success, 1 failure, 2 bad usage or bad input.
+Exit codes: 0 success, 1 failure, 2 bad usage or bad input; kiln build also
+3 bad recipe, 4 missing input (see kiln build --help).
 `
 
 func main() {
@@ -71,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdMachines(rest, stdout, stderr)
 	case "images":
 		err = cmdImages(rest, stdout, stderr)
+	case "push":
+		err = cmdPush(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "kiln", version)
 	case "help", "-h", "--help":
@@ -79,16 +99,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kiln: unknown command %q\n\n%s", cmd, mainUsage)
 		return exitUsage
 	}
-	switch {
-	case err == nil:
+	if err == nil || errors.Is(err, errHelp) {
 		return exitOK
-	case errors.Is(err, errHelp):
-		return exitOK
-	case errors.As(err, new(usageError)):
-		fmt.Fprintln(stderr, "kiln:", err)
-		return exitUsage
-	default:
-		fmt.Fprintln(stderr, "kiln:", err)
-		return exitFailure
 	}
+	fmt.Fprintln(stderr, "kiln:", err)
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, new(usageError)):
+		return exitUsage
+	}
+	return exitFailure
 }

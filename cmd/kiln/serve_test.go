@@ -139,17 +139,6 @@ func TestServeRefusesUnknownInterface(t *testing.T) {
 	}
 }
 
-func TestBuildRejectsBadRecipe(t *testing.T) {
-	dir := t.TempDir()
-	recipe := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(recipe, []byte("name: x\nkernel: k\nbase: b\nfrobnicate: 1\n"), 0o644)
-	var out, errb bytes.Buffer
-	code := run([]string{"build", recipe, "--images", filepath.Join(dir, "img")}, &out, &errb)
-	if code != exitUsage || !strings.Contains(errb.String(), "frobnicate") {
-		t.Fatalf("build bad recipe = %d, %q; want %d naming the field", code, errb.String(), exitUsage)
-	}
-}
-
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
 type syncBuffer struct {
 	mu  sync.Mutex
