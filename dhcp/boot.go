@@ -14,6 +14,12 @@ import (
 // e.g. "PXEClient:Arch:00000:UNDI:002001" (PXE 2.1 spec, RFC 4578 section 2).
 const pxeClientClass = "PXEClient"
 
+// httpClientClass prefixes the class identifier of UEFI HTTP Boot clients,
+// e.g. "HTTPClient:Arch:00016:UNDI:003001" (UEFI 2.x section 24.7.2). The
+// reply must echo "HTTPClient" in option 60 and carry a URL as the boot
+// file, or the firmware ignores the offer.
+const httpClientClass = "HTTPClient"
+
 // ipxeUserClass is the user class (option 77) iPXE sends. iPXE sends it raw
 // rather than in RFC 3004 form, so it is matched as a substring.
 const ipxeUserClass = "iPXE"
@@ -27,6 +33,7 @@ const ipxeNoPXEDHCP = dhcpv4.GenericOptionCode(176)
 type bootInfo struct {
 	file   string // boot file name or script URL; "" means address only
 	ipxe   bool   // send option 175 with no-pxedhcp
+	http   bool   // a UEFI HTTP Boot client: echo option 60 HTTPClient
 	reason string // why file is empty
 }
 
@@ -34,9 +41,25 @@ type bootInfo struct {
 // with "PXEClient") and iPXE (option 77 contains "iPXE") get one.
 func (s *Server) bootFor(req *dhcpv4.DHCPv4) bootInfo {
 	pxe := strings.HasPrefix(req.ClassIdentifier(), pxeClientClass)
+	httpBoot := strings.HasPrefix(req.ClassIdentifier(), httpClientClass)
 	ipxe := bytes.Contains(req.Options.Get(dhcpv4.OptionUserClassInformation), []byte(ipxeUserClass))
 	b := bootInfo{ipxe: ipxe}
 	switch {
+	case httpBoot && !ipxe:
+		archs := req.ClientArch()
+		switch {
+		case len(archs) == 0:
+			b.reason = "HTTP Boot client without an architecture"
+		case archs[0] != iana.EFI_X86_64_HTTP:
+			b.reason = fmt.Sprintf("no HTTP Boot URL for arch %d", uint16(archs[0]))
+		case s.cfg.Boot.HTTPBootURL == nil:
+			b.reason = "HTTP Boot is not configured"
+		default:
+			b.file, b.http = s.cfg.Boot.HTTPBootURL(req.ClientHWAddr), true
+			if b.file == "" {
+				b.reason = "no HTTP Boot URL"
+			}
+		}
 	case ipxe:
 		// iPXE already runs: hand it its script, which does not chain again.
 		b.file = s.cfg.Boot.ScriptURL(req.ClientHWAddr)
@@ -81,6 +104,9 @@ func (b bootInfo) apply(resp *dhcpv4.DHCPv4, server netip.Addr) {
 		}
 		resp.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
 		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
+	}
+	if b.http && b.file != "" {
+		resp.UpdateOption(dhcpv4.OptClassIdentifier(httpClientClass))
 	}
 	if b.ipxe {
 		sub := dhcpv4.OptionsFromList(dhcpv4.OptGeneric(ipxeNoPXEDHCP, []byte{1}))

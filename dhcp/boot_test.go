@@ -39,7 +39,12 @@ func TestBoot(t *testing.T) {
 		{"not pxe with arch", []dhcpv4.Modifier{class("MSFT 5.0"), arch(iana.INTEL_X86PC)}, &summary{SIAddr: "0.0.0.0"}},
 		{"unknown arch", []dhcpv4.Modifier{class("PXEClient:Arch:00011:UNDI:003016"), arch(iana.EFI_ARM64)}, &summary{SIAddr: "0.0.0.0"}},
 		{"pxe without arch", []dhcpv4.Modifier{class("PXEClient")}, &summary{SIAddr: "0.0.0.0"}},
-		{"uefi http", []dhcpv4.Modifier{class("HTTPClient:Arch:00016"), arch(iana.EFI_X86_64_HTTP)}, &summary{SIAddr: "0.0.0.0"}},
+		{"uefi http", []dhcpv4.Modifier{class("HTTPClient:Arch:00016:UNDI:003001"), arch(iana.EFI_X86_64_HTTP)}, &summary{
+			SIAddr: "10.77.0.1", File: "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi", TFTPServer: "10.77.0.1",
+			BootFile: "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi", Class: "HTTPClient",
+		}},
+		{"arm64 http", []dhcpv4.Modifier{class("HTTPClient:Arch:00019"), arch(iana.EFI_ARM64_HTTP)}, &summary{SIAddr: "0.0.0.0"}},
+		{"http without arch", []dhcpv4.Modifier{class("HTTPClient")}, &summary{SIAddr: "0.0.0.0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,6 +80,18 @@ func TestBootCustomFiles(t *testing.T) {
 		if got := e.handle(packet(t, dhcpv4.MessageTypeDiscover, macA, tt.mods...)).BootFileName; got != tt.want {
 			t.Errorf("%s boot file = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestBootHTTPNotConfigured(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Boot.HTTPBootURL = nil })
+	resp := e.handle(packet(t, dhcpv4.MessageTypeDiscover, macA,
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP))))
+	if resp == nil {
+		t.Fatal("no offer: an HTTP Boot client still gets an address")
+	}
+	if got := summarize(resp); got.BootFile != "" || got.Class != "" {
+		t.Errorf("offer boot file %q class %q, want neither without HTTPBootURL", got.BootFile, got.Class)
 	}
 }
 

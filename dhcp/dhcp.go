@@ -23,9 +23,6 @@ import (
 // BUG(kiln): Relayed requests (giaddr set) are ignored: relay support needs
 // one pool per subnet.
 
-// BUG(kiln): UEFI HTTP Boot clients (option 60 "HTTPClient") get an address
-// but no boot URL.
-
 // BUG(kiln): Expired lease records stay in the store until their address is
 // given to another client; records outside a changed pool stay until their
 // client comes back.
@@ -95,6 +92,11 @@ type Boot struct {
 	// UEFIFile is the TFTP file for arch 7 and 9 (UEFI x64); "" means
 	// DefaultUEFIFile.
 	UEFIFile string
+	// HTTPBootURL returns the URL a UEFI HTTP Boot client (option 60
+	// "HTTPClient", arch 16, x64) loads, e.g.
+	// "http://10.0.0.1:8080/httpboot/52:54:00:12:34:56.efi"; nil gives
+	// HTTP Boot clients an address but no boot file.
+	HTTPBootURL func(mac net.HardwareAddr) string
 }
 
 // Event reports one offer or ack of a lease to Config.Observer.

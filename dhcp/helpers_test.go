@@ -61,7 +61,7 @@ func testConfig(t testing.TB, st store.Store, clk *clock) Config {
 		RangeEnd:   testEnd,
 		Router:     testServerIP,
 		DNS:        []net.IP{net.IPv4(10, 77, 0, 53)},
-		Boot:       Boot{ScriptURL: scriptURL},
+		Boot:       Boot{ScriptURL: scriptURL, HTTPBootURL: httpBootURL},
 		Leases:     st,
 		Log:        testLogger(t),
 		Now:        clk.Now,
@@ -101,6 +101,11 @@ type testEnv struct {
 	st     store.Store
 	mu     sync.Mutex
 	events []Event
+}
+
+// httpBootURL is the HTTP Boot URL the test servers hand out.
+func httpBootURL(mac net.HardwareAddr) string {
+	return "http://10.77.0.1:8080/httpboot/" + mac.String() + ".efi"
 }
 
 func newEnv(t *testing.T, mutate ...func(*Config)) *testEnv {
