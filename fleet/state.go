@@ -29,6 +29,7 @@ const (
 	EventScript   EventKind = "script"   // the iPXE script for the image was served
 	EventKernel   EventKind = "kernel"   // the kernel was fetched
 	EventInitrd   EventKind = "initrd"   // the initrd was fetched
+	EventRoot     EventKind = "root"     // the root image (squashfs) was fetched
 	EventIdentity EventKind = "identity" // the identity was served
 	EventReady    EventKind = "ready"    // phone-home with the assigned image
 	EventFailed   EventKind = "failed"   // phone-home with another image
@@ -53,7 +54,7 @@ func transition(from State, kind EventKind) (State, error) {
 			return Ready, nil
 		}
 		return Failed, nil
-	case EventOffered, EventAcked, EventKernel, EventInitrd, EventIdentity:
+	case EventOffered, EventAcked, EventKernel, EventInitrd, EventRoot, EventIdentity:
 		return from, nil
 	}
 	return from, fmt.Errorf("%w: unknown event %q", ErrTransition, kind)

@@ -35,7 +35,8 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request) error {
 }
 
 // recordFetch records that the machine named by the mac query parameter
-// fetched the kernel or the initrd of its image. Anything else (no or an
+// fetched a boot artifact of its image: the kernel, an initrd, the squashfs
+// root or the UKI. Anything else (no or an
 // unknown MAC, another artifact) is logged at Debug and otherwise ignored:
 // the blob was served either way.
 func (s *Server) recordFetch(r *http.Request, d images.Digest) {
@@ -59,10 +60,14 @@ func (s *Server) recordFetch(r *http.Request, d images.Digest) {
 	switch {
 	case isArtifact(man, "kernel", d):
 		kind = fleet.EventKernel
-	case isArtifact(man, "initrd", d):
+	case isArtifact(man, "initrd", d), isArtifact(man, "stage1", d):
 		kind = fleet.EventInitrd
+	case isArtifact(man, "squashfs", d):
+		kind = fleet.EventRoot
+	case isArtifact(man, "uki", d):
+		kind = fleet.EventKernel
 	default:
-		log.Debug("blob fetch not recorded: not the kernel or initrd of the machine's image")
+		log.Debug("blob fetch not recorded: not a boot artifact of the machine's image")
 		return
 	}
 	if _, err := s.fleet.Observe(m.MAC, kind, string(d)); err != nil {

@@ -71,18 +71,31 @@ func (s *Server) manifest(id string) (images.Manifest, error) {
 // renderBoot renders the script that boots m into the image of man. Every
 // value is checked to be one line, so that nothing from a recipe can add a
 // command to the script.
+//
+// An image with a squashfs root boots its stage-1 initramfs, which fetches
+// the squashfs by digest (kiln.squashfs=URL kiln.squashfs.digest=DIGEST),
+// verifies and mounts it; it is preferred to a whole-root initrd when an
+// image has both, since it needs far less memory during boot. Otherwise
+// the initrd is the whole root.
 func renderBoot(base string, m fleet.Machine, man images.Manifest) ([]byte, error) {
 	kernel, ok := man.Artifact("kernel")
 	if !ok {
 		return nil, fmt.Errorf("image %s has no kernel artifact", m.Image)
 	}
-	initrd, ok := man.Artifact("initrd")
-	if !ok {
-		return nil, fmt.Errorf("image %s has no initrd artifact", m.Image)
-	}
 	args := []string{"initrd=initrd"}
 	if c := strings.TrimSpace(man.Cmdline); c != "" {
 		args = append(args, c)
+	}
+	initrd, ok := man.Artifact("initrd")
+	if root, hasRoot := man.Artifact("squashfs"); hasRoot {
+		stage1, ok := man.Artifact("stage1")
+		if !ok {
+			return nil, fmt.Errorf("image %s has a squashfs but no stage1 artifact", m.Image)
+		}
+		initrd = stage1
+		args = append(args, fmt.Sprintf("kiln.squashfs=%s/blobs/%s?mac=%s kiln.squashfs.digest=%s", base, root.Digest, m.MAC, root.Digest))
+	} else if !ok {
+		return nil, fmt.Errorf("image %s has neither an initrd nor a squashfs artifact", m.Image)
 	}
 	args = append(args, identity.Cmdline(base+"/identity/"+m.MAC, base+"/phone-home/"+m.MAC, m.Image))
 	cmdline := strings.Join(args, " ")

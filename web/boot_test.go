@@ -146,3 +146,51 @@ func TestBootScriptErrors(t *testing.T) {
 		t.Errorf("state after a failed render = %s, want %s", m.State, fleet.Assigned)
 	}
 }
+
+// TestBootScriptSquashfs checks that an image with a squashfs root boots
+// its stage-1 initramfs and names the root by URL and digest, and that the
+// fetches of the stage-1 and the root are recorded.
+func TestBootScriptSquashfs(t *testing.T) {
+	e := newEnv(t)
+	kernel, _ := e.man.Artifact("kernel")
+	initrd, _ := e.man.Artifact("initrd")
+	stage1 := e.putBlob("stage1", []byte("stage-1 initramfs"))
+	root := e.putBlob("squashfs", []byte("squashfs root"))
+	man := images.Manifest{
+		SchemaVersion: 1, Name: "sq", Inputs: testInputs, Cmdline: testCmdline,
+		Artifacts: []images.Artifact{kernel, initrd, root, stage1},
+	}
+	id := e.publish(man)
+	e.addMachine(testMAC, testHostname, id)
+	base := e.srv.URL
+
+	resp, body := e.get("/boot/" + testMAC + ".ipxe")
+	wantStatus(t, resp, body, http.StatusOK)
+	want := strings.Join([]string{
+		"#!ipxe",
+		fmt.Sprintf("echo kiln: booting %s into %s", testHostname, id),
+		fmt.Sprintf("kernel %s/blobs/%s?mac=%s initrd=initrd %s kiln.squashfs=%s/blobs/%s?mac=%s kiln.squashfs.digest=%s kiln.identity=%s/identity/%s kiln.phonehome=%s/phone-home/%s kiln.image=%s",
+			base, kernel.Digest, testMAC, testCmdline, base, root.Digest, testMAC, root.Digest, base, testMAC, base, testMAC, id),
+		fmt.Sprintf("initrd --name initrd %s/blobs/%s?mac=%s", base, stage1.Digest, testMAC),
+		"boot",
+		"",
+	}, "\n")
+	if diff := cmp.Diff(want, string(body)); diff != "" {
+		t.Errorf("boot script mismatch (-want +got):\n%s", diff)
+	}
+	for _, a := range []images.Artifact{stage1, root} {
+		resp, body := e.get(fmt.Sprintf("/blobs/%s?mac=%s", a.Digest, testMAC))
+		wantStatus(t, resp, body, http.StatusOK)
+	}
+	m := e.machine(testMAC)
+	if !hasEvent(m, fleet.EventInitrd) || !hasEvent(m, fleet.EventRoot) {
+		t.Errorf("events %v: want initrd and root fetches recorded", m.Events)
+	}
+
+	// A squashfs without its stage-1 cannot boot: a 500, not a broken script.
+	broken := man
+	broken.Name, broken.Artifacts = "broken", []images.Artifact{kernel, root}
+	e.addMachine("52:54:00:00:00:03", "node-3", e.publish(broken))
+	resp, body = e.get("/boot/52:54:00:00:00:03.ipxe")
+	wantStatus(t, resp, body, http.StatusInternalServerError)
+}

@@ -38,7 +38,11 @@ type Config struct {
 	// MaxBlobSize bounds one blob uploaded with PUT /api/v1/blobs/{digest}.
 	// Zero means DefaultMaxBlobSize (64 GiB).
 	MaxBlobSize int64
-	Log         *slog.Logger // nil discards
+	// HTTPBootFile is the host path of the EFI iPXE binary that UEFI HTTP
+	// Boot clients get when their image has no uki output (e.g.
+	// /usr/lib/ipxe/snponly.efi); empty refuses them.
+	HTTPBootFile string
+	Log          *slog.Logger // nil discards
 }
 
 // Server is kiln's HTTP server. Its handler is safe for concurrent use.
@@ -47,9 +51,11 @@ type Server struct {
 	images  *images.Store
 	base    string // without a trailing slash; empty means from the request
 	maxBlob int64
-	log     *slog.Logger
-	page    *template.Template
-	router  *mux.Router
+	// httpBootFile is Config.HTTPBootFile.
+	httpBootFile string
+	log          *slog.Logger
+	page         *template.Template
+	router       *mux.Router
 }
 
 // New checks cfg and returns a Server.
@@ -71,7 +77,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBlobSize < 0 {
 		return nil, fmt.Errorf("web: MaxBlobSize %d is negative", cfg.MaxBlobSize)
 	}
-	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, log: cfg.Log, page: page}
+	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, httpBootFile: cfg.HTTPBootFile, log: cfg.Log, page: page}
 	if s.maxBlob == 0 {
 		s.maxBlob = DefaultMaxBlobSize
 	}
@@ -100,6 +106,7 @@ func (s *Server) routes() *mux.Router {
 	// HTTP boot sends HEAD before GET); only GET records an event.
 	r.Handle("/boot/{mac}.ipxe", s.adapt(s.bootScript)).Methods(get, head)
 	r.Handle("/blobs/{digest}", s.adapt(s.blob)).Methods(get, head)
+	r.Handle("/httpboot/{mac}.efi", s.adapt(s.httpBoot)).Methods(get, head)
 	r.Handle("/identity/{mac}", s.adapt(s.serveIdentity)).Methods(get)
 	r.Handle("/phone-home/{mac}", s.adapt(s.phoneHome)).Methods(http.MethodPost)
 

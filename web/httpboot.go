@@ -1,0 +1,70 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/images"
+)
+
+// httpBoot serves GET and HEAD /httpboot/{mac}.efi, the URL that DHCP hands
+// to UEFI HTTP Boot clients. A machine whose image has a UKI boots it
+// directly: kernel, initrd and command line in one EFI binary, no iPXE and
+// no TFTP. Any other known machine gets the EFI iPXE binary of
+// Config.HTTPBootFile, which then fetches its boot script. OVMF sends
+// HEAD before GET; only GET records the start of a boot.
+func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
+	mac, err := macVar(r)
+	if err != nil {
+		return err
+	}
+	log := s.log.With("mac", mac)
+	m, err := s.fleet.Get(mac)
+	if errors.Is(err, fleet.ErrNotFound) {
+		log.Info("http boot: unknown machine, not booting")
+		return HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("unknown machine %s: register it with kiln machines add", mac)}
+	}
+	if err != nil {
+		return err
+	}
+	log = log.With("hostname", m.Hostname, "image", m.Image)
+	man, err := s.manifest(m.Image)
+	if errors.Is(err, images.ErrNotFound) {
+		log.Error("http boot: assigned image is not in the image store, not booting")
+		return HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("image %s of %s is not in the image store", printable(m.Image), m.Hostname)}
+	}
+	if err != nil {
+		return err
+	}
+	var f *os.File
+	what := "uki"
+	if a, ok := man.Artifact("uki"); ok {
+		if f, err = s.images.OpenBlob(a.Digest); err != nil {
+			return err
+		}
+		w.Header().Set("ETag", `"`+string(a.Digest)+`"`)
+	} else {
+		if s.httpBootFile == "" {
+			log.Info("http boot: image has no uki and no EFI iPXE is configured")
+			return HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("image %s has no uki output and no EFI iPXE binary is configured for HTTP Boot", m.Image)}
+		}
+		if f, err = os.Open(s.httpBootFile); err != nil {
+			return fmt.Errorf("opening the HTTP Boot iPXE binary: %w", err)
+		}
+		what = "ipxe"
+	}
+	defer f.Close()
+	if r.Method == http.MethodGet {
+		if _, err := s.fleet.Observe(mac, fleet.EventScript, "httpboot "+what); err != nil {
+			return err
+		}
+	}
+	log.Info("http boot served", "method", r.Method, "file", what)
+	w.Header().Set("Content-Type", "application/efi")
+	http.ServeContent(w, r, "", time.Time{}, f)
+	return nil
+}
