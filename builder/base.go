@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 )
 
 // scanner reads a recipe's base into a tree, hashing every file.
@@ -98,7 +99,8 @@ func (s *scanner) scanDir(t *tree, dir string) error {
 }
 
 // tarCompression returns how the tar archive named name is compressed, by
-// its extension: "none", "gzip" or "zstd"; "" if it is not a tar archive.
+// its extension: "none", "gzip", "zstd" or "xz"; "" if it is not a tar
+// archive.
 func tarCompression(name string) string {
 	switch {
 	case strings.HasSuffix(name, ".tar"):
@@ -107,6 +109,8 @@ func tarCompression(name string) string {
 		return "gzip"
 	case strings.HasSuffix(name, ".tar.zst"), strings.HasSuffix(name, ".tar.zstd"), strings.HasSuffix(name, ".tzst"):
 		return "zstd"
+	case strings.HasSuffix(name, ".tar.xz"), strings.HasSuffix(name, ".txz"):
+		return "xz"
 	}
 	return ""
 }
@@ -115,7 +119,7 @@ func tarCompression(name string) string {
 // file, unlinked at once, so nothing of it outlives the build. Later
 // entries replace earlier ones at the same path, as tar extraction does;
 // hard links become copies of the file they name; device nodes and FIFOs
-// are left out.
+// are left out. Entries keep the owners the archive records.
 func (s *scanner) scanTar(t *tree, p, comp string) error {
 	f, err := os.Open(p)
 	if err != nil {
@@ -137,7 +141,18 @@ func (s *scanner) scanTar(t *tree, p, comp string) error {
 		}
 		defer zr.Close()
 		r = zr
+	case "xz":
+		zr, err := xz.NewReader(r)
+		if err != nil {
+			return err
+		}
+		r = zr
 	}
+	return s.scanTarStream(t, r)
+}
+
+// scanTarStream reads an uncompressed tar stream into t, as scanTar does.
+func (s *scanner) scanTarStream(t *tree, r io.Reader) error {
 	spool, err := os.CreateTemp(s.spoolDir, "builder-spool-*")
 	if err != nil {
 		return fmt.Errorf("creating spool file: %w", err)
@@ -162,7 +177,10 @@ func (s *scanner) scanTar(t *tree, p, comp string) error {
 		if name == "" {
 			continue // the root itself
 		}
-		e := &entry{path: name, perm: uint32(h.Mode) & 0o7777, uid: s.owner.UID, gid: s.owner.GID}
+		if h.Uid < 0 || h.Uid > maxID || h.Gid < 0 || h.Gid > maxID {
+			return fmt.Errorf("%s: owner %d:%d out of range", h.Name, h.Uid, h.Gid)
+		}
+		e := &entry{path: name, perm: uint32(h.Mode) & 0o7777, uid: uint32(h.Uid), gid: uint32(h.Gid)}
 		switch h.Typeflag {
 		case tar.TypeDir:
 			e.typ = typeDir

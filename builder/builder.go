@@ -25,12 +25,8 @@ package builder
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/kiln-dev/kiln/images"
 )
@@ -39,11 +35,19 @@ import (
 type Options struct {
 	// Log receives the build's progress lines; nil discards them.
 	Log *slog.Logger
-	// Progress, if set, is called as the build advances, from Build's
-	// goroutine. Stages, in order: "kernel" (bytes stored of total),
-	// "scan" (tree entries read; total is -1, unknown) and "initrd" (file
-	// bytes written of total).
+	// Progress, if set, is called as the build advances, one call at a
+	// time, with a stage name and its bytes (or entries) done of total;
+	// total is -1 when unknown. Stages: "base" (mmdebstrap output lines),
+	// "scan" (tree entries), "kernel", then one per
+	// output baked: "initrd", "root" (the tree written out for mksquashfs
+	// and mkfs.ext4), "squashfs", "stage1", "disk", "iso", "uki".
 	Progress func(stage string, done, total int64)
+	// CacheDir holds the build cache: unpacked bases and baked outputs,
+	// keyed by the digests of their inputs. Empty means the store's
+	// cache/build directory. It may be deleted at any time.
+	CacheDir string
+	// NoCache bakes everything afresh (and still fills the cache).
+	NoCache bool
 }
 
 // Result describes a published image.
@@ -52,131 +56,39 @@ type Result struct {
 	Name      string            `json:"name"`
 	Inputs    images.Digest     `json:"inputs"`
 	Artifacts []images.Artifact `json:"artifacts"`
+	// Cached names the artifacts that came from the build cache.
+	Cached []string `json:"cached,omitempty"`
 }
 
 // Artifact names in the manifests Build publishes.
 const (
-	ArtifactKernel = "kernel"
-	ArtifactInitrd = "initrd"
+	ArtifactKernel   = "kernel"
+	ArtifactInitrd   = "initrd"   // the initramfs output: the whole root
+	ArtifactSquashfs = "squashfs" // the squashfs output's root image
+	ArtifactStage1   = "stage1"   // the squashfs output's initramfs that fetches and mounts it
+	ArtifactDisk     = "disk"
+	ArtifactISO      = "iso"
+	ArtifactUKI      = "uki"
 )
 
-// Build validates r, bakes it and publishes the image into st. The kernel
-// is copied as is; the initrd is the tree, with /etc/kiln/image added
-// (KILN_IMAGE_NAME and KILN_INPUTS, shell assignments), as a
-// zstd-compressed newc cpio archive, streamed into the store. On error
-// nothing is published and no partial blob is left behind (the kernel blob,
-// complete and content-addressed, may stay until garbage collection).
+// Build validates r, bakes it and publishes the image into st.
+//
+// The base is unpacked (or bootstrapped) and scanned, the recipe's
+// overlays, users, keys, files and services are laid over it, and
+// /etc/kiln/image is added (KILN_IMAGE_NAME and KILN_INPUTS, shell
+// assignments). Then every output is baked from that one tree: the kernel
+// as is; initramfs, a zstd-compressed newc cpio; squashfs, the tree for
+// mksquashfs plus a stage-1 initramfs; disk, a GPT image; iso; uki.
+//
+// On error nothing is published and no partial blob is left behind
+// (complete, content-addressed blobs may stay until garbage collection).
 func Build(ctx context.Context, r *Recipe, st *images.Store, opt Options) (Result, error) {
 	if err := r.Validate(); err != nil {
 		return Result{}, err
 	}
-	log := opt.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("image", r.Name)
-	progress := func(stage string, done, total int64) {
-		if opt.Progress != nil {
-			opt.Progress(stage, done, total)
-		}
-	}
-	start := time.Now()
-
-	kernel, err := putKernel(ctx, st, r.resolve(r.Kernel), func(done, total int64) { progress("kernel", done, total) })
-	if err != nil {
-		return Result{}, r.errorf("kernel", "%s: %w", r.Kernel, err)
-	}
-	log.Info("kernel stored", "digest", kernel.Digest, "size", kernel.Size)
-
-	t := newTree()
-	defer t.close()
-	sc := &scanner{
-		ctx:      ctx,
-		owner:    r.Owner,
-		spoolDir: filepath.Join(st.Root(), "tmp"),
-		progress: func(n int64) { progress("scan", n, -1) },
-	}
-	if err := sc.scanBase(t, r.resolve(r.Base)); err != nil {
-		return Result{}, r.errorf("base", "%s: %w", r.Base, err)
-	}
-	if err := t.complete(r.Owner); err != nil {
-		return Result{}, r.errorf("base", "%s: %w", r.Base, err)
-	}
-	if len(t.skipped) > 0 {
-		log.Warn("left out special files of the base", "count", len(t.skipped), "first", t.skipped[0])
-	}
-	if err := t.addFiles(ctx, r); err != nil {
-		return Result{}, err
-	}
-	if e := t.entries["init"]; e == nil {
-		log.Warn("the tree has no /init: the kernel will not run it from this initrd")
-	}
-
-	inputs, err := inputsDigest(r, kernel.Digest, t)
-	if err != nil {
-		return Result{}, err
-	}
-	if err := t.addImageInfo(r, inputs); err != nil {
-		return Result{}, err
-	}
-	log.Info("tree scanned", "entries", len(t.entries), "inputs", inputs)
-
-	initrd, err := putInitrd(ctx, st, t, func(done, total int64) { progress("initrd", done, total) })
-	if err != nil {
-		return Result{}, fmt.Errorf("baking initrd of %s: %w", r.Name, err)
-	}
-	log.Info("initrd stored", "digest", initrd.Digest, "size", initrd.Size)
-
-	m := images.Manifest{
-		SchemaVersion: 1,
-		Name:          r.Name,
-		Inputs:        inputs,
-		Cmdline:       r.Cmdline,
-		Artifacts:     []images.Artifact{kernel, initrd},
-	}
-	id, err := st.Publish(m)
-	if err != nil {
-		return Result{}, fmt.Errorf("publishing %s: %w", r.Name, err)
-	}
-	log.Info("image published", "id", id, "duration", time.Since(start).Round(time.Millisecond))
-	return Result{ID: id, Name: r.Name, Inputs: inputs, Artifacts: m.Artifacts}, nil
-}
-
-// putKernel copies the kernel file into the store.
-func putKernel(ctx context.Context, st *images.Store, p string, progress func(done, total int64)) (images.Artifact, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return images.Artifact{}, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return images.Artifact{}, err
-	}
-	a, err := st.PutBlob(&progressReader{r: ctxReader{ctx, f}, total: fi.Size(), progress: progress})
-	if err != nil {
-		return images.Artifact{}, err
-	}
-	a.Name = ArtifactKernel
-	return a, nil
-}
-
-// putInitrd streams the tree's initrd into a new blob.
-func putInitrd(ctx context.Context, st *images.Store, t *tree, progress func(done, total int64)) (images.Artifact, error) {
-	bw, err := st.NewBlob()
-	if err != nil {
-		return images.Artifact{}, err
-	}
-	if err := writeInitrd(ctx, t, bw, progress); err != nil {
-		bw.Abort()
-		return images.Artifact{}, err
-	}
-	a, err := bw.Commit()
-	if err != nil {
-		return images.Artifact{}, err
-	}
-	a.Name = ArtifactInitrd
-	return a, nil
+	b := newBake(r, st, opt)
+	defer b.close()
+	return b.run(ctx)
 }
 
 // progressReader reports the bytes read through it.

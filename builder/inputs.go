@@ -25,9 +25,11 @@ const bakeFormat = "kernel=copy initrd=newc(sorted,mtime=0,ino=seq)+zstd(level=d
 // The description is line-based; every string is Go-quoted, so no two
 // different inputs share a description:
 //
-//	kiln-inputs 1
+//	kiln-inputs 2
 //	format "..."
 //	name "tiny"
+//	arch "amd64"
+//	outputs "initramfs squashfs"
 //	cmdline "console=ttyS0"
 //	owner 0 0
 //	kernel sha256:...
@@ -46,8 +48,8 @@ func inputsDigest(r *Recipe, kernel images.Digest, t *tree) (images.Digest, erro
 
 func writeInputs(out io.Writer, r *Recipe, kernel images.Digest, t *tree) error {
 	w := bufio.NewWriter(out)
-	fmt.Fprintf(w, "kiln-inputs 1\nformat %q\nname %q\ncmdline %q\nowner %d %d\nkernel %s\n",
-		bakeFormat, r.Name, r.Cmdline, r.Owner.UID, r.Owner.GID, kernel)
+	fmt.Fprintf(w, "kiln-inputs 2\nformat %q\nname %q\narch %q\noutputs %q\ncmdline %q\nowner %d %d\nkernel %s\n",
+		bakeFormat, r.Name, r.arch(), strings.Join(r.outputs(), " "), r.Cmdline, r.Owner.UID, r.Owner.GID, kernel)
 	for i, f := range r.Files {
 		e := t.entries[strings.TrimPrefix(f.Path, "/")]
 		if e == nil || e.typ != typeFile {

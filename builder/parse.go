@@ -78,25 +78,172 @@ func (p *parser) fail(n *yaml.Node, field, format string, args ...any) {
 	p.errs = append(p.errs, &RecipeError{File: p.r.file, Line: n.Line, Field: field, Err: fmt.Errorf(format, args...)})
 }
 
+// recipeFields are a recipe's top-level fields, in the order docs list them.
+var recipeFields = []string{"name", "arch", "kernel", "base", "cmdline", "owner", "overlays", "users", "ssh_keys", "files", "services", "env", "outputs"}
+
 func (p *parser) recipe(n *yaml.Node) {
 	r := p.r
-	known := []string{"name", "kernel", "base", "cmdline", "owner", "files"}
-	p.mapping(n, "", known, func(key string, v *yaml.Node) {
+	p.mapping(n, "", recipeFields, func(key string, v *yaml.Node) {
 		switch key {
 		case "name":
 			p.str(v, key, &r.Name)
+		case "arch":
+			p.str(v, key, &r.Arch)
 		case "kernel":
-			p.str(v, key, &r.Kernel)
+			p.kernel(v)
 		case "base":
-			p.str(v, key, &r.Base)
+			p.base(v)
 		case "cmdline":
 			p.str(v, key, &r.Cmdline)
 		case "owner":
 			p.owner(v)
+		case "overlays":
+			p.strList(v, key, &r.Overlays)
+		case "users":
+			p.users(v)
+		case "ssh_keys":
+			p.strList(v, key, &r.SSHKeys)
 		case "files":
 			p.files(v)
+		case "services":
+			p.strList(v, key, &r.Services)
+		case "env":
+			p.strMap(v, key, &r.Env)
+		case "outputs":
+			p.strList(v, key, &r.Outputs)
 		}
 	})
+}
+
+// kernel accepts a host path, or {base: GLOB} for a kernel in the base.
+func (p *parser) kernel(n *yaml.Node) {
+	if deref(n).Kind != yaml.MappingNode {
+		p.str(n, "kernel", &p.r.Kernel)
+		return
+	}
+	p.mapping(n, "kernel", []string{"base"}, func(key string, v *yaml.Node) {
+		p.str(v, "kernel.base", &p.r.KernelGlob)
+	})
+	if p.r.KernelGlob == "" {
+		p.fail(deref(n), "kernel.base", "required: a glob in the base, e.g. /boot/vmlinuz-*")
+	}
+}
+
+// base accepts a host path, or {debian: {suite, packages, mirror, variant}}.
+func (p *parser) base(n *yaml.Node) {
+	if deref(n).Kind != yaml.MappingNode {
+		p.str(n, "base", &p.r.Base)
+		return
+	}
+	p.mapping(n, "base", []string{"debian"}, func(key string, v *yaml.Node) {
+		d := &DebianBase{}
+		p.r.Debian = d
+		p.mapping(v, "base.debian", []string{"suite", "packages", "mirror", "variant"}, func(key string, v *yaml.Node) {
+			field := "base.debian." + key
+			switch key {
+			case "suite":
+				p.str(v, field, &d.Suite)
+			case "packages":
+				p.strList(v, field, &d.Packages)
+			case "mirror":
+				p.str(v, field, &d.Mirror)
+			case "variant":
+				p.str(v, field, &d.Variant)
+			}
+		})
+	})
+	if p.r.Debian == nil {
+		p.fail(deref(n), "base.debian", "required: a path, or debian: {suite, packages}")
+	}
+}
+
+func (p *parser) users(n *yaml.Node) {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, "users", "want a list of users, have %s", describe(n))
+		return
+	}
+	known := []string{"name", "uid", "gid", "groups", "home", "shell", "password", "ssh_keys"}
+	for i, item := range n.Content {
+		prefix := fmt.Sprintf("users[%d]", i)
+		p.r.lines[prefix] = deref(item).Line
+		var u User
+		hasUID := false
+		p.mapping(item, prefix, known, func(key string, v *yaml.Node) {
+			field := prefix + "." + key
+			switch key {
+			case "name":
+				p.str(v, field, &u.Name)
+			case "uid":
+				hasUID = true
+				p.id(v, field, &u.UID)
+			case "gid":
+				u.GID = new(uint32)
+				p.id(v, field, u.GID)
+			case "groups":
+				p.strList(v, field, &u.Groups)
+			case "home":
+				p.str(v, field, &u.Home)
+			case "shell":
+				p.str(v, field, &u.Shell)
+			case "password":
+				p.str(v, field, &u.Password)
+			case "ssh_keys":
+				p.strList(v, field, &u.SSHKeys)
+			}
+		})
+		if !hasUID && deref(item).Kind == yaml.MappingNode {
+			p.fail(deref(item), prefix+".uid", "required")
+		}
+		p.r.Users = append(p.r.Users, u)
+	}
+}
+
+// strList decodes a list of strings.
+func (p *parser) strList(n *yaml.Node, field string, dst *[]string) {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, field, "want a list of strings, have %s", describe(n))
+		return
+	}
+	for i, item := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		p.r.lines[f] = deref(item).Line
+		var s string
+		p.str(item, f, &s)
+		*dst = append(*dst, s)
+	}
+}
+
+// strMap decodes a mapping of strings to strings, keeping no order.
+func (p *parser) strMap(n *yaml.Node, field string, dst *map[string]string) {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, field, "want a mapping of names to strings, have %s", describe(n))
+		return
+	}
+	*dst = map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), deref(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+			p.fail(k, field, "want a name, have %s", describe(k))
+			continue
+		}
+		f := field + "." + k.Value
+		if _, dup := (*dst)[k.Value]; dup {
+			p.fail(k, f, "duplicate field")
+			continue
+		}
+		p.r.lines[f] = k.Line
+		var s string
+		if v.Kind == yaml.ScalarNode && v.ShortTag() != "!!str" && v.ShortTag() != "!!null" {
+			// Numbers and booleans are written as they are in the YAML.
+			s = v.Value
+		} else {
+			p.str(v, f, &s)
+		}
+		(*dst)[k.Value] = s
+	}
 }
 
 func (p *parser) owner(n *yaml.Node) {
@@ -131,7 +278,7 @@ func (p *parser) files(n *yaml.Node) {
 		p.fail(n, "files", "want a list of files, have %s", describe(n))
 		return
 	}
-	known := []string{"path", "mode", "source", "content", "uid", "gid"}
+	known := []string{"path", "mode", "source", "content", "uid", "gid", "template"}
 	for i, item := range n.Content {
 		prefix := fmt.Sprintf("files[%d]", i)
 		p.r.lines[prefix] = deref(item).Line
@@ -153,6 +300,8 @@ func (p *parser) files(n *yaml.Node) {
 			case "gid":
 				f.GID = new(uint32)
 				p.id(v, field, f.GID)
+			case "template":
+				p.boolean(v, field, &f.Template)
 			}
 		})
 		p.r.Files = append(p.r.Files, f)
@@ -225,6 +374,13 @@ func (p *parser) content(n *yaml.Node, field string, dst **string) {
 		return
 	}
 	*dst = &s
+}
+
+func (p *parser) boolean(n *yaml.Node, field string, dst *bool) {
+	n = deref(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(dst) != nil {
+		p.fail(n, field, "want true or false, have %s", describe(n))
+	}
 }
 
 func (p *parser) id(n *yaml.Node, field string, dst *uint32) {

@@ -16,18 +16,45 @@ import (
 type Recipe struct {
 	// Name names the image; it matches [a-z0-9][a-z0-9._-]*.
 	Name string `yaml:"name"`
-	// Kernel is the path of the kernel file.
+	// Arch is the machine architecture: "amd64" (the default) or "arm64".
+	Arch string `yaml:"arch,omitempty"`
+	// Kernel is the host path of the kernel file. Exactly one of Kernel and
+	// KernelGlob is set.
 	Kernel string `yaml:"kernel"`
-	// Base is the path of the base tree: a directory, or a tar archive
-	// (.tar, .tar.gz, .tgz, .tar.zst).
+	// KernelGlob takes the kernel from the base instead: an absolute glob
+	// in the image, e.g. "/boot/vmlinuz-*", that must match exactly one
+	// file (recipe: kernel: {base: GLOB}).
+	KernelGlob string `yaml:"-"`
+	// Base is the path of the base tree: a directory, a tar archive (.tar,
+	// .tar.gz, .tgz, .tar.zst, .tar.xz), an OCI image layout directory or
+	// a docker save tarball. Exactly one of Base and Debian is set.
 	Base string `yaml:"base"`
+	// Debian builds the base with mmdebstrap (recipe: base: {debian: ...}).
+	Debian *DebianBase `yaml:"-"`
 	// Cmdline is the image's default kernel command line.
 	Cmdline string `yaml:"cmdline,omitempty"`
-	// Owner owns every entry of the tree unless a file overrides it. The
-	// builder never uses the ownership of the host's files.
+	// Owner owns every entry of a directory base and of the recipe's own
+	// files and overlays unless a file overrides it. The builder never
+	// uses the ownership of the host's files. Archive and container bases
+	// keep the owners recorded in them.
 	Owner Owner `yaml:"owner,omitempty"`
-	// Files are laid over the base, replacing base entries at the same path.
+	// Overlays are host directory trees laid over the base, in order.
+	Overlays []string `yaml:"overlays,omitempty"`
+	// Users are accounts added to /etc/passwd, /etc/group and /etc/shadow.
+	Users []User `yaml:"users,omitempty"`
+	// SSHKeys are authorized keys for root (/root/.ssh/authorized_keys).
+	SSHKeys []string `yaml:"ssh_keys,omitempty"`
+	// Files are laid over the base and overlays, replacing entries at the
+	// same path.
 	Files []File `yaml:"files,omitempty"`
+	// Services are systemd units to enable, found in the tree's unit
+	// directories; each is linked into the .wants of its [Install] targets.
+	Services []string `yaml:"services,omitempty"`
+	// Env holds values for file templates: {{ .Env.NAME }}.
+	Env map[string]string `yaml:"env,omitempty"`
+	// Outputs are the artifact formats to bake: initramfs (the default),
+	// squashfs, disk, iso and uki.
+	Outputs []string `yaml:"outputs,omitempty"`
 
 	// Dir is the directory that relative paths (Kernel, Base, File.Source)
 	// resolve against. LoadRecipe sets it to the recipe file's directory;
@@ -36,6 +63,38 @@ type Recipe struct {
 
 	file  string         // the recipe file, for messages
 	lines map[string]int // field → YAML line, for messages
+}
+
+// DebianBase is a base built by mmdebstrap from Debian's mirror.
+type DebianBase struct {
+	// Suite is the Debian release, e.g. "bookworm".
+	Suite string `yaml:"suite"`
+	// Packages are installed on top of the variant's set.
+	Packages []string `yaml:"packages,omitempty"`
+	// Mirror is the mirror URL; empty means apt's sources on this host.
+	Mirror string `yaml:"mirror,omitempty"`
+	// Variant is mmdebstrap's package set: essential, apt (the default),
+	// required, minbase, buildd, important or standard.
+	Variant string `yaml:"variant,omitempty"`
+}
+
+// User is an account baked into the image. Anything unique to one machine
+// does not belong here: that is the machine's identity.
+type User struct {
+	Name string `yaml:"name"`
+	UID  uint32 `yaml:"uid"`
+	// GID is the user's primary group, created with the user's name if no
+	// group has it; nil means the same number as UID.
+	GID *uint32 `yaml:"gid,omitempty"`
+	// Groups are further groups, by name; each must exist in the tree.
+	Groups []string `yaml:"groups,omitempty"`
+	// Home defaults to /home/NAME (/root for uid 0); Shell to /bin/sh.
+	Home  string `yaml:"home,omitempty"`
+	Shell string `yaml:"shell,omitempty"`
+	// Password is a crypt(3) hash; empty locks the password ("!").
+	Password string `yaml:"password,omitempty"`
+	// SSHKeys go to HOME/.ssh/authorized_keys.
+	SSHKeys []string `yaml:"ssh_keys,omitempty"`
 }
 
 // Owner is a numeric user and group.
@@ -58,6 +117,9 @@ type File struct {
 	// UID and GID override the recipe's Owner for this file.
 	UID *uint32 `yaml:"uid,omitempty"`
 	GID *uint32 `yaml:"gid,omitempty"`
+	// Template renders the content with text/template: {{ .Env.NAME }},
+	// {{ .Name }} and {{ .Arch }}. A missing key is an error.
+	Template bool `yaml:"template,omitempty"`
 }
 
 // imageInfoPath is where Build writes the image's name and inputs digest.
@@ -168,9 +230,13 @@ func (r *Recipe) Validate() error {
 	case !nameRE.MatchString(r.Name):
 		add(r.errorf("name", "%q: must match [a-z0-9][a-z0-9._-]*", r.Name))
 	}
+	add(r.checkArch())
 	add(r.checkKernel())
 	add(r.checkBase())
 	add(r.checkCmdline())
+	for _, e := range r.checkExtras() {
+		add(e)
+	}
 	if r.Owner.UID > maxID {
 		add(r.errorf("owner.uid", "%d: must be at most %d", r.Owner.UID, maxID))
 	}
@@ -190,8 +256,19 @@ func (r *Recipe) Validate() error {
 }
 
 func (r *Recipe) checkKernel() *RecipeError {
-	if r.Kernel == "" {
-		return r.errorf("kernel", "required")
+	switch {
+	case r.Kernel != "" && r.KernelGlob != "":
+		return r.errorf("kernel", "both a path (%s) and a base glob (%s), want one", r.Kernel, r.KernelGlob)
+	case r.KernelGlob != "":
+		if !strings.HasPrefix(r.KernelGlob, "/") {
+			return r.errorf("kernel.base", "%q: must be an absolute glob in the image, e.g. /boot/vmlinuz-*", r.KernelGlob)
+		}
+		if _, err := path.Match(r.KernelGlob, ""); err != nil {
+			return r.errorf("kernel.base", "%q: %w", r.KernelGlob, err)
+		}
+		return nil
+	case r.Kernel == "":
+		return r.errorf("kernel", "required: a host path, or base: GLOB for a kernel in the base")
 	}
 	fi, err := os.Stat(r.resolve(r.Kernel))
 	if err != nil {
@@ -204,8 +281,13 @@ func (r *Recipe) checkKernel() *RecipeError {
 }
 
 func (r *Recipe) checkBase() *RecipeError {
-	if r.Base == "" {
-		return r.errorf("base", "required")
+	switch {
+	case r.Base != "" && r.Debian != nil:
+		return r.errorf("base", "both a path and debian are set, want one")
+	case r.Debian != nil:
+		return r.checkDebian()
+	case r.Base == "":
+		return r.errorf("base", "required: a directory, an archive, an OCI layout, a docker save tarball or debian: {...}")
 	}
 	fi, err := os.Stat(r.resolve(r.Base))
 	if err != nil {
@@ -215,7 +297,7 @@ func (r *Recipe) checkBase() *RecipeError {
 		return nil
 	}
 	if !fi.Mode().IsRegular() || tarCompression(r.Base) == "" {
-		return r.errorf("base", "%s: not a directory or a .tar, .tar.gz, .tgz or .tar.zst archive", r.Base)
+		return r.errorf("base", "%s: not a directory or a .tar, .tar.gz, .tgz, .tar.zst or .tar.xz archive", r.Base)
 	}
 	return nil
 }
@@ -316,4 +398,31 @@ func parseMode(s string) (uint32, error) {
 		return 0, fmt.Errorf("%q: want an octal mode from \"0000\" to \"7777\"", s)
 	}
 	return uint32(m), nil
+}
+
+// MarshalYAML writes the recipe as LoadRecipe reads it: a kernel from the
+// base as {base: GLOB}, a Debian base as {debian: {...}}.
+func (r Recipe) MarshalYAML() (any, error) {
+	var kernel, base any = r.Kernel, r.Base
+	if r.KernelGlob != "" {
+		kernel = map[string]string{"base": r.KernelGlob}
+	}
+	if r.Debian != nil {
+		base = map[string]*DebianBase{"debian": r.Debian}
+	}
+	return struct {
+		Name     string            `yaml:"name"`
+		Arch     string            `yaml:"arch,omitempty"`
+		Kernel   any               `yaml:"kernel"`
+		Base     any               `yaml:"base"`
+		Cmdline  string            `yaml:"cmdline,omitempty"`
+		Owner    Owner             `yaml:"owner,omitempty"`
+		Overlays []string          `yaml:"overlays,omitempty"`
+		Users    []User            `yaml:"users,omitempty"`
+		SSHKeys  []string          `yaml:"ssh_keys,omitempty"`
+		Files    []File            `yaml:"files,omitempty"`
+		Services []string          `yaml:"services,omitempty"`
+		Env      map[string]string `yaml:"env,omitempty"`
+		Outputs  []string          `yaml:"outputs,omitempty"`
+	}{r.Name, r.Arch, kernel, base, r.Cmdline, r.Owner, r.Overlays, r.Users, r.SSHKeys, r.Files, r.Services, r.Env, r.Outputs}, nil
 }

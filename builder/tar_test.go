@@ -14,19 +14,22 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 
 	"github.com/kiln-dev/kiln/images"
 )
 
 // writeTar archives the directory dir the way distribution tarballs look:
-// a "./" root entry and prefix, foreign owners and mtimes, bin/copy as a
+// a "./" root entry and prefix, foreign owner names and mtimes, bin/copy as a
 // hard link, device nodes and a FIFO (which the builder leaves out), and a
 // stale etc/passwd that a later entry replaces.
 func writeTar(t *testing.T, dir string, w io.Writer) {
 	t.Helper()
 	tw := tar.NewWriter(w)
 	add := func(h *tar.Header, body string) {
-		h.Uid, h.Gid, h.Uname, h.ModTime = 1234, 5678, "someone", time.Unix(999999999, 0)
+		// The fixture's directory base is owned by the recipe's owner,
+		// 0:0; the archive records the same owners under foreign names.
+		h.Uid, h.Gid, h.Uname, h.ModTime = 0, 0, "someone", time.Unix(999999999, 0)
 		if h.Typeflag == tar.TypeReg {
 			h.Size = int64(len(body))
 		}
@@ -90,6 +93,11 @@ func TestBuildTarBase(t *testing.T) {
 			mustDo(t, err)
 			return zw
 		}},
+		{"rootfs.tar.xz", func(w io.Writer) io.WriteCloser {
+			zw, err := xz.NewWriter(w)
+			mustDo(t, err)
+			return zw
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -149,5 +157,39 @@ func TestBuildTarErrors(t *testing.T) {
 				t.Errorf("Build = %v, want a base error containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestBuildTarKeepsOwners checks that an archive base keeps the owners it
+// records (a Debian root has files of man, mail, shadow...), while the
+// recipe's files take the recipe's owner.
+func TestBuildTarKeepsOwners(t *testing.T) {
+	dir := t.TempDir()
+	recipe := writeFixture(t, dir, time.Now())
+	f, err := os.Create(filepath.Join(dir, "base.tar"))
+	mustDo(t, err)
+	tw := tar.NewWriter(f)
+	mustDo(t, tw.WriteHeader(&tar.Header{Name: "var/mail/", Typeflag: tar.TypeDir, Mode: 0o2775, Uid: 0, Gid: 8}))
+	mustDo(t, tw.WriteHeader(&tar.Header{Name: "usr/bin/chage", Typeflag: tar.TypeReg, Mode: 0o2755, Uid: 0, Gid: 42, Size: 2}))
+	_, err = tw.Write([]byte("x\n"))
+	mustDo(t, err)
+	mustDo(t, tw.WriteHeader(&tar.Header{Name: "home/ops/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 1000, Gid: 1000}))
+	mustDo(t, tw.Close())
+	mustDo(t, f.Close())
+	mustDo(t, editFile(recipe, "base: rootfs", "base: base.tar"))
+	res, st := build(t, recipe)
+	got := map[string][3]uint32{}
+	for _, e := range readCPIO(t, unzstd(t, artifact(t, st, res, ArtifactInitrd))) {
+		got[e.Name] = [3]uint32{e.Mode & 0o7777, e.UID, e.GID}
+	}
+	for name, want := range map[string][3]uint32{
+		"var/mail":      {0o2775, 0, 8},
+		"usr/bin/chage": {0o2755, 0, 42},
+		"home/ops":      {0o750, 1000, 1000},
+		"init":          {0o755, 0, 0},
+	} {
+		if got[name] != want {
+			t.Errorf("%s: mode, uid, gid = %o, want %o", name, got[name], want)
+		}
 	}
 }

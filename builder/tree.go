@@ -137,9 +137,23 @@ func (t *tree) addFiles(ctx context.Context, r *Recipe) error {
 		if f.GID != nil {
 			e.gid = *f.GID
 		}
-		if f.Content != nil {
+		switch {
+		case f.Template && f.Content != nil:
+			b, err := render(r, i, []byte(*f.Content))
+			if err != nil {
+				return r.errorf(fmt.Sprintf("files[%d].content", i), "%w", err)
+			}
+			setContent(e, b)
+		case f.Template:
+			src := r.resolve(f.Source)
+			b, err := renderSource(ctx, r, i, func() (io.ReadCloser, error) { return os.Open(src) })
+			if err != nil {
+				return r.errorf(fmt.Sprintf("files[%d].source", i), "%s: %w", f.Source, err)
+			}
+			setContent(e, b)
+		case f.Content != nil:
 			setContent(e, []byte(*f.Content))
-		} else {
+		default:
 			src := r.resolve(f.Source)
 			e.open = func() (io.ReadCloser, error) { return os.Open(src) }
 			if e.digest, e.size, err = hashContent(ctx, e.open); err != nil {

@@ -63,16 +63,30 @@ udhcpc -i "$iface" -s /etc/udhcpc.script -q -n -t 20 -T 1 || fail "no DHCP lease
 
 identity=
 phonehome=
+server=
 set -f # split the kernel command line on spaces, but never glob it
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	kiln.identity=*) identity=${arg#kiln.identity=} ;;
 	kiln.phonehome=*) phonehome=${arg#kiln.phonehome=} ;;
+	kiln.server=*) server=${arg#kiln.server=} ;;
 	esac
 done
 set +f
-[ -n "$identity" ] || fail "no kiln.identity= on the kernel command line"
-[ -n "$phonehome" ] || fail "no kiln.phonehome= on the kernel command line"
+# iPXE's script puts the machine's URLs on the command line. A UKI booted
+# by UEFI HTTP Boot carries only the image's own command line: then kiln is
+# kiln.server= or, failing that, the DHCP server on kiln's default port.
+if [ -z "$identity" ] || [ -z "$phonehome" ]; then
+	if [ -z "$server" ]; then
+		[ -r /run/kiln-dhcp ] && . /run/kiln-dhcp
+		[ -n "$KILN_DHCP_SERVER" ] || fail "no kiln.identity= on the kernel command line and no DHCP server id"
+		server="http://$KILN_DHCP_SERVER:8080"
+	fi
+	mac=$(cat "/sys/class/net/$iface/address") || fail "no MAC address on $iface"
+	identity="$server/identity/$mac"
+	phonehome="$server/phone-home/$mac"
+	echo "kiln: no URLs on the command line, using $server"
+fi
 
 case "$identity" in
 *\?*) identity="$identity&format=env" ;;

@@ -16,6 +16,9 @@ bound | renew)
 	for d in $dns; do
 		echo "nameserver $d" >>/etc/resolv.conf
 	done
+	# The DHCP server is kiln: init finds it here when the command line
+	# does not say where kiln is (a UKI booted by UEFI HTTP Boot).
+	echo "KILN_DHCP_SERVER='$serverid'" >/run/kiln-dhcp
 	echo "kiln: dhcp: $interface $ip/${mask:-24} router ${router:-none}"
 	;;
 esac
