@@ -15,11 +15,18 @@ import (
 	"github.com/kiln-dev/kiln/images"
 )
 
-const buildUsage = `kiln build RECIPE --images DIR [--json]
+const buildUsage = `kiln build RECIPE --images DIR [--json] [--no-cache]
        kiln build --check RECIPE [--json]
 
 --check validates the recipe (its fields and that every file it names
 exists) and builds nothing; it needs no --images.
+
+The build bakes every output the recipe lists (initramfs, squashfs, disk,
+iso, uki) and publishes one image; it prints the image ID (with --json, the
+ID, name, inputs digest, artifacts and which came from the cache). Outputs
+whose inputs did not change since an earlier build, and Debian bases, come
+from the build cache in DIR/cache/build. On a terminal the stages show as
+progress bars; otherwise one line per stage.
 
 Exit codes:
   0  built (or, with --check, the recipe is valid)
@@ -34,6 +41,7 @@ func cmdBuild(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("images", "", "image store directory to publish into (e.g. DATA/images of a running kiln serve)")
 	asJSON := fs.Bool("json", false, "print one JSON object (id, name, inputs, artifacts; with --check: ok, errors) instead of text")
 	check := fs.Bool("check", false, "validate the recipe only; build and publish nothing")
+	noCache := fs.Bool("no-cache", false, "bake every output afresh instead of reusing the build cache (DIR/cache/build)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -58,7 +66,9 @@ func cmdBuild(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := builder.Build(ctx, recipe, st, builder.Options{Log: log, Progress: progressPrinter(stderr, *asJSON)})
+	bp := newBuildProgress(stderr, *asJSON)
+	res, err := builder.Build(ctx, recipe, st, builder.Options{Log: log, Progress: bp.update, NoCache: *noCache})
+	bp.close()
 	if errors.As(err, new(*builder.RecipeError)) {
 		// Build validates again: a file may have gone since LoadRecipe.
 		return recipeFailure(err)
@@ -159,26 +169,6 @@ func flatten(err error) []error {
 		return out
 	}
 	return []error{err}
-}
-
-// progressPrinter reports build stages as plain lines on stderr, one per
-// stage, so logs and terminals both read well.
-func progressPrinter(w io.Writer, quiet bool) func(stage string, done, total int64) {
-	if quiet {
-		return nil
-	}
-	last := ""
-	return func(stage string, done, total int64) {
-		if stage == last && done < total {
-			return
-		}
-		last = stage
-		if total > 0 && done >= total {
-			fmt.Fprintf(w, "%s: done (%s)\n", stage, humanBytes(done))
-		} else if stage != "" && done == 0 {
-			fmt.Fprintf(w, "%s...\n", stage)
-		}
-	}
 }
 
 func humanBytes(n int64) string {

@@ -127,7 +127,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, Log: log})
+	// UEFI HTTP Boot clients whose image has no UKI get the same EFI iPXE
+	// that UEFI PXE clients get over TFTP, over HTTP.
+	httpBootFile := ""
+	if ipnet != nil && !strings.ContainsAny(f.uefiFile, `/\`) {
+		if fi, err := os.Stat(filepath.Join(f.tftpRoot, f.uefiFile)); err == nil && fi.Mode().IsRegular() {
+			httpBootFile = filepath.Join(f.tftpRoot, f.uefiFile)
+		}
+	}
+	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, HTTPBootFile: httpBootFile, Log: log})
 	if err != nil {
 		ln.Close()
 		stop()
@@ -171,6 +179,9 @@ func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *n
 		Boot: dhcp.Boot{
 			ScriptURL: func(mac net.HardwareAddr) string {
 				return fmt.Sprintf("http://%s/boot/%s.ipxe", httpAddr, mac)
+			},
+			HTTPBootURL: func(mac net.HardwareAddr) string {
+				return fmt.Sprintf("http://%s/httpboot/%s.efi", httpAddr, mac)
 			},
 			BIOSFile: f.biosFile,
 			UEFIFile: f.uefiFile,
