@@ -25,24 +25,34 @@ const bootTimeout = 4 * time.Minute
 func TestBootToReady(t *testing.T) {
 	requireLab(t)
 	for _, tc := range []struct {
-		name string
-		mac  string
-		uefi bool
+		name     string
+		mac      string
+		firmware firmware
+		recipe   string   // under testdata/recipes
+		memory   string   // QEMU -m; "" is 512
+		events   []string // besides offered, acked, script, identity, ready
 	}{
 		// SeaBIOS with QEMU's iPXE option ROM: the first DHCP already
 		// says user-class iPXE, so kiln hands out the script URL.
-		{name: "bios-ipxe-rom", mac: "52:54:00:77:00:01"},
+		{name: "bios-ipxe-rom", mac: "52:54:00:77:00:01", firmware: bios, recipe: "tiny.yaml", events: []string{"kernel", "initrd"}},
 		// OVMF without an option ROM (romfile=): the firmware's own PXE
 		// fetches snponly.efi over TFTP, which then fetches the script.
-		{name: "uefi-pxe-tftp", mac: "52:54:00:77:00:02", uefi: true},
+		{name: "uefi-pxe-tftp", mac: "52:54:00:77:00:02", firmware: uefiPXE, recipe: "tiny.yaml", events: []string{"kernel", "initrd"}},
+		// OVMF's own HTTP Boot loads the image's UKI straight from kiln:
+		// no TFTP, no iPXE.
+		{name: "uefi-http-uki", mac: "52:54:00:77:00:03", firmware: uefiHTTP, recipe: "tiny-uki.yaml"},
+		// A Debian base from mmdebstrap, booted through the squashfs
+		// path: stage-1 fetches, verifies and mounts the root, systemd
+		// runs kiln-ready.service.
+		{name: "bios-squashfs-debian", mac: "52:54:00:77:00:04", firmware: bios, recipe: "debian.yaml", memory: "1024", events: []string{"kernel", "initrd", "root"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := newLab(t)
 			l.startKiln()
 
-			out, err := l.kilnCLI("build", filepath.Join(repoRoot, "testdata/recipes/tiny.yaml"),
-				"--images", filepath.Join(l.dir, "data", "images"), "--json")
+			buildStart := time.Now()
+			out, err := l.kilnBuild(filepath.Join(repoRoot, "testdata/recipes", tc.recipe))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,6 +62,7 @@ func TestBootToReady(t *testing.T) {
 			if err := json.Unmarshal(out, &built); err != nil || !strings.HasPrefix(built.ID, "sha256:") {
 				t.Fatalf("kiln build --json = %s (%v), want an object with id sha256:...", out, err)
 			}
+			t.Logf("E2E-TIMING %s: build of %s %.1fs", tc.name, tc.recipe, time.Since(buildStart).Seconds())
 			hostname := "e2e-" + tc.name
 			if _, err := l.kilnCLI("machines", "add", "--server", serverURL, "--mac", tc.mac,
 				"--hostname", hostname, "--image", built.ID); err != nil {
@@ -60,7 +71,7 @@ func TestBootToReady(t *testing.T) {
 
 			serial := filepath.Join(l.dir, "serial.log")
 			start := time.Now()
-			exited := l.startQEMU(t, tc.mac, tc.uefi, serial)
+			exited := l.startQEMU(t, tc.mac, tc.firmware, tc.memory, serial)
 			m, err := l.waitReady(tc.mac, exited, serial, bootTimeout)
 			if err != nil {
 				t.Fatalf("%v\n--- kiln log (tail) ---\n%s\n--- serial (tail) ---\n%s", err,
@@ -76,7 +87,7 @@ func TestBootToReady(t *testing.T) {
 			for _, ev := range m.Events {
 				seen[ev.Kind] = ev.Time
 			}
-			for _, kind := range []string{"offered", "acked", "script", "kernel", "initrd", "identity", "ready"} {
+			for _, kind := range append([]string{"offered", "acked", "script", "identity", "ready"}, tc.events...) {
 				if _, ok := seen[kind]; !ok {
 					t.Errorf("machine events lack %q: %+v", kind, m.Events)
 				}
@@ -90,20 +101,32 @@ func TestBootToReady(t *testing.T) {
 	}
 }
 
+// firmware is how a test VM boots.
+type firmware int
+
+const (
+	bios     firmware = iota // SeaBIOS and QEMU's iPXE option ROM
+	uefiPXE                  // OVMF's own PXE, then TFTP
+	uefiHTTP                 // OVMF's own HTTP Boot, PXE switched off
+)
+
 // startQEMU boots a VM on the lab's tap device and returns a channel closed
 // when QEMU exits. QEMU is killed at cleanup (before the namespace is
 // removed: cleanups run in reverse order).
-func (l *lab) startQEMU(t *testing.T, mac string, uefi bool, serial string) <-chan struct{} {
+func (l *lab) startQEMU(t *testing.T, mac string, fw firmware, memory, serial string) <-chan struct{} {
 	t.Helper()
+	if memory == "" {
+		memory = "512"
+	}
 	nic := "virtio-net-pci,netdev=n0,mac=" + mac + ",bootindex=1"
 	args := []string{
-		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1",
+		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", memory, "-smp", "1",
 		"-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
 		"-serial", "file:" + serial,
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
 		"-boot", "order=n,menu=off",
 	}
-	if uefi {
+	if fw != bios {
 		vars := filepath.Join(l.dir, "OVMF_VARS.fd")
 		copyFile(t, ovmfVars, vars)
 		args = append(args,
@@ -111,6 +134,12 @@ func (l *lab) startQEMU(t *testing.T, mac string, uefi bool, serial string) <-ch
 			"-drive", "if=pflash,format=raw,file="+vars,
 			"-global", "driver=cfi.pflash01,property=secure,value=off")
 		nic += ",romfile="
+	}
+	if fw == uefiHTTP {
+		// LAB.md: with PXE off, OVMF tries HTTP Boot.
+		args = append(args,
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	}
 	args = append(args, "-device", nic)
 	logf, err := os.Create(filepath.Join(l.dir, "qemu.log"))

@@ -201,6 +201,23 @@ func (l *lab) kilnCLI(args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// kilnBuild runs kiln build on the host, outside the lab's namespace: a
+// Debian base needs the mirror, which the namespace cannot reach. The build
+// only writes into the image store of the lab's kiln.
+func (l *lab) kilnBuild(recipe string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	args := []string{"build", recipe, "--images", filepath.Join(l.dir, "data", "images"), "--json"}
+	cmd := exec.CommandContext(ctx, kilnBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("kiln %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out, nil
+}
+
 // machine is the part of the API's machine record the tests check.
 type machine struct {
 	MAC           string `json:"mac"`

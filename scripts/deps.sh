@@ -14,6 +14,17 @@ pkgs=(
   zstd cpio         # to inspect initramfs images
   chromium          # renders the inventory page in web's browser test
   ca-certificates
+  mmdebstrap        # Debian bases (base: {debian: ...})
+  squashfs-tools    # mksquashfs for the squashfs output, unsquashfs to check it
+  e2fsprogs         # mkfs.ext4 for the disk output's root, e2fsck to check it
+  dosfstools mtools # fsck.vfat and mtools to check the disk's and iso's ESP
+  fdisk             # sfdisk --json to check the disk's partition table
+  xorriso           # checks the iso's El Torito entries
+  isolinux syslinux-common  # the iso's BIOS boot loader
+  systemd-boot-efi  # systemd-boot (disk, iso) and the stub of the uki output
+  binutils          # objdump to check the uki's sections
+  xz-utils          # .tar.xz bases in tests
+  faketime          # builds "on another day" in the reproducibility test
 )
 
 missing=()
