@@ -367,7 +367,7 @@ func (b *bake) bakeOutputs(ctx context.Context) error {
 // of their cache keys. Change one when the same inputs would bake other
 // bytes.
 const (
-	squashfsFormat = "squashfs 1"
+	squashfsFormat = "squashfs 2" // 2: zstd level 3
 	stage1Format   = "stage1 1"
 	diskFormat     = "disk 1"
 	isoFormat      = "iso 1"
