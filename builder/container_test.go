@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/ulikunitz/xz"
 )
 
 // layerOf returns a layer holding the given tar entries.
@@ -105,5 +106,94 @@ func TestBuildContainerBases(t *testing.T) {
 		if diff := cmp.Diff(results[0], results[i+1]); diff != "" {
 			t.Errorf("image from %s differs from the flattened tar's (-tar +%s):\n%s", b, b, diff)
 		}
+	}
+}
+
+// tarDir archives the directory dir as an uncompressed tar stream with
+// numeric owners 0:0 (what the recipe's owner gives a directory base).
+func tarDir(t *testing.T, dir string, w io.Writer) {
+	t.Helper()
+	tw := tar.NewWriter(w)
+	mustDo(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		link := ""
+		if fi.Mode()&os.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = rel, 0, 0, "", ""
+		if fi.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			_, err = tw.Write(b)
+			return err
+		}
+		return nil
+	}))
+	mustDo(t, tw.Close())
+}
+
+// TestBuildAllOutputsEveryBase bakes every output from each kind of base
+// holding the same tree: a directory, a .tar.xz, an OCI layout and a
+// docker save tarball must all give the same image, byte for byte.
+func TestBuildAllOutputsEveryBase(t *testing.T) {
+	dir := t.TempDir()
+	recipe := writeOutputsFixture(t, dir, time.Now())
+	want, _ := build(t, recipe)
+
+	var flat bytes.Buffer
+	tarDir(t, filepath.Join(dir, "root"), &flat)
+	xzFile, err := os.Create(filepath.Join(dir, "root.tar.xz"))
+	mustDo(t, err)
+	xw, err := xz.NewWriter(xzFile)
+	mustDo(t, err)
+	_, err = xw.Write(flat.Bytes())
+	mustDo(t, err)
+	mustDo(t, xw.Close())
+	mustDo(t, xzFile.Close())
+
+	data := flat.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	mustDo(t, err)
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	mustDo(t, err)
+	cfg, err := img.ConfigFile()
+	mustDo(t, err)
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	img, err = mutate.ConfigFile(img, cfg)
+	mustDo(t, err)
+	lp, err := layout.Write(filepath.Join(dir, "oci"), empty.Index)
+	mustDo(t, err)
+	mustDo(t, lp.AppendImage(img))
+	ref, err := name.NewTag("kiln.test/root:1")
+	mustDo(t, err)
+	mustDo(t, tarball.WriteToFile(filepath.Join(dir, "docker.tar"), ref, img))
+
+	for _, base := range []string{"root.tar.xz", "oci", "docker.tar"} {
+		t.Run(base, func(t *testing.T) {
+			mustDo(t, editFile(recipe, "base: root\n", "base: "+base+"\n"))
+			defer func() { mustDo(t, editFile(recipe, "base: "+base+"\n", "base: root\n")) }()
+			got, _ := build(t, recipe)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("image from %s differs from the directory's (-dir +%s):\n%s", base, base, diff)
+			}
+		})
 	}
 }
