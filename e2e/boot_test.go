@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,12 +58,23 @@ func TestBootToReady(t *testing.T) {
 				t.Fatal(err)
 			}
 			var built struct {
-				ID string `json:"id"`
+				ID        string `json:"id"`
+				Artifacts []struct {
+					Name   string `json:"name"`
+					Digest string `json:"digest"`
+				} `json:"artifacts"`
 			}
 			if err := json.Unmarshal(out, &built); err != nil || !strings.HasPrefix(built.ID, "sha256:") {
 				t.Fatalf("kiln build --json = %s (%v), want an object with id sha256:...", out, err)
 			}
 			t.Logf("E2E-TIMING %s: build of %s %.1fs", tc.name, tc.recipe, time.Since(buildStart).Seconds())
+			blobs := map[string]string{}
+			for _, a := range built.Artifacts {
+				blobs[a.Name] = filepath.Join(l.dir, "data", "images", "blobs", "sha256", strings.TrimPrefix(a.Digest, "sha256:"))
+			}
+			if tc.recipe == "debian.yaml" {
+				checkDiskISOUKI(t, blobs)
+			}
 			hostname := "e2e-" + tc.name
 			if _, err := l.kilnCLI("machines", "add", "--server", serverURL, "--mac", tc.mac,
 				"--hostname", hostname, "--image", built.ID); err != nil {
@@ -98,6 +110,60 @@ func TestBootToReady(t *testing.T) {
 			t.Logf("E2E-TIMING %s: QEMU start to ready %.1fs (ready event at +%.1fs)", tc.name,
 				time.Since(start).Seconds(), seen["ready"].Sub(start).Seconds())
 		})
+	}
+}
+
+// checkDiskISOUKI checks the Debian image's other outputs with the tools
+// that will read them: the disk's GPT with sfdisk, its ESP with fsck.vfat
+// and its root with e2fsck; the iso's El Torito entries with xorriso; the
+// uki's sections with objdump.
+func checkDiskISOUKI(t *testing.T, blobs map[string]string) {
+	t.Helper()
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	var table struct {
+		PartitionTable struct {
+			Label      string `json:"label"`
+			SectorSize int64  `json:"sectorsize"`
+			Partitions []struct {
+				Start int64  `json:"start"`
+				Size  int64  `json:"size"`
+				Type  string `json:"type"`
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal([]byte(run("sfdisk", "--json", blobs["disk"])), &table); err != nil {
+		t.Fatalf("sfdisk --json: %v", err)
+	}
+	pt := table.PartitionTable
+	if pt.Label != "gpt" || len(pt.Partitions) != 2 {
+		t.Fatalf("disk: partition table %+v, want gpt with an ESP and a root", pt)
+	}
+	if pt.SectorSize == 0 {
+		pt.SectorSize = 512
+	}
+	for i, check := range [][]string{{"fsck.vfat", "-n"}, {"e2fsck", "-fn"}} {
+		p := pt.Partitions[i]
+		part := filepath.Join(t.TempDir(), fmt.Sprintf("part%d", i+1))
+		run("dd", "if="+blobs["disk"], "of="+part, "bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse",
+			fmt.Sprintf("skip=%d", p.Start*pt.SectorSize), fmt.Sprintf("count=%d", p.Size*pt.SectorSize), "status=none")
+		run(check[0], append(check[1:], part)...)
+	}
+	report := run("xorriso", "-indev", blobs["iso"], "-report_el_torito", "plain")
+	if !strings.Contains(report, "BIOS") || !strings.Contains(report, "UEFI") {
+		t.Errorf("iso: xorriso -report_el_torito lacks a BIOS or UEFI entry:\n%s", report)
+	}
+	sections := run("objdump", "-h", blobs["uki"])
+	for _, s := range []string{".linux", ".initrd", ".cmdline", ".osrel"} {
+		if !strings.Contains(sections, s) {
+			t.Errorf("uki: objdump -h lacks %s:\n%s", s, sections)
+		}
 	}
 }
 
