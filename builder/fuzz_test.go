@@ -1,6 +1,8 @@
 package builder
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -32,6 +34,9 @@ func FuzzLoadRecipe(f *testing.F) {
 		if v1 != v2 {
 			t.Fatalf("Validate is inconsistent:\n%s\nthen\n%s", v1, v2)
 		}
+		if !emitterSafe(t, r) {
+			return
+		}
 		out, err := yaml.Marshal(r)
 		if err != nil {
 			t.Fatalf("marshaling %+v: %v", r, err)
@@ -49,6 +54,44 @@ func FuzzLoadRecipe(f *testing.F) {
 			t.Fatalf("Validate after the round trip: %v, want %v", f2, f1)
 		}
 	})
+}
+
+// emitterSafe reports whether yaml.v3's emitter can write r's strings so
+// that they read back the same. It cannot for a multi-line string that
+// starts with a blank line or a space: it picks a block scalar with an
+// indentation indicator and writes YAML it cannot parse itself ("did not
+// find expected key", seed leading-newlines). kiln never writes recipes;
+// the round trip only tests the parser, so such recipes skip it.
+func emitterSafe(t *testing.T, r *Recipe) bool {
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	var safe func(v any) bool
+	safe = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return !strings.ContainsAny(v, "\n\r") || !(strings.HasPrefix(v, "\n") || strings.HasPrefix(v, "\r") || strings.HasPrefix(v, " ") || strings.HasPrefix(v, "\t"))
+		case []any:
+			for _, e := range v {
+				if !safe(e) {
+					return false
+				}
+			}
+		case map[string]any:
+			for k, e := range v {
+				if !safe(k) || !safe(e) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return safe(v)
 }
 
 func errString(err error) string {
