@@ -24,6 +24,27 @@ const (
 // kernel's ELOOP limit does.
 const maxSymlinks = 40
 
+// maxPathLen bounds an entry's name, a link's target and a path in the
+// tree: Linux's PATH_MAX, so no runtime could create a longer one. It
+// also bounds the path components one lookup walks, symlinks included,
+// which keeps every entry's cost small.
+const maxPathLen = 4096
+
+// limits bound the memory the tree of a crafted image may take: a small
+// layer can decompress to millions of entries.
+type limits struct {
+	// entries bounds the tar entries of all layers plus the parent
+	// directories they imply.
+	entries int
+	// metadata bounds the bytes kept for them: each entry's name, link
+	// target and PAX records, and the full path of each node made.
+	metadata int64
+}
+
+// defaultLimits are far above real images: a Debian root holds some 30k
+// files, large images some hundreds of thousands.
+var defaultLimits = limits{entries: 1 << 21, metadata: 512 << 20}
+
 // implicitDirMode is the mode of a parent directory no layer creates.
 const implicitDirMode = 0o755
 
@@ -34,6 +55,7 @@ type node struct {
 	hdr    *tar.Header      // the entry that set it; nil for an implicit dir
 	kids   map[string]*node // non-nil exactly for directories
 	ino    *inode           // non-directories: the file this path shares
+	plen   int              // length of the path from the root
 }
 
 func (n *node) isDir() bool { return n.kids != nil }
@@ -54,20 +76,41 @@ type inode struct {
 // tree is the merged filesystem as layers are applied.
 type tree struct {
 	root *node
+	left limits // what the tree may still take
 }
 
-func newTree() *tree {
-	return &tree{root: &node{kids: map[string]*node{}}}
+func newTree(lim limits) *tree {
+	return &tree{root: &node{kids: map[string]*node{}}, left: lim}
+}
+
+// charge counts entries and bytes of metadata against the tree's limits.
+func (t *tree) charge(entries int, bytes int64) error {
+	if t.left.entries -= entries; t.left.entries < 0 {
+		return errors.New("too many entries: the layers hold more entries and implied directories than Flatten accepts")
+	}
+	if t.left.metadata -= bytes; t.left.metadata < 0 {
+		return errors.New("too much metadata: the layers' names, link targets, PAX records and paths are larger than Flatten accepts")
+	}
+	return nil
+}
+
+// headerSize returns the bytes of h's strings, as charged to the tree.
+func headerSize(h *tar.Header) int64 {
+	n := len(h.Name) + len(h.Linkname)
+	for k, v := range h.PAXRecords {
+		n += len(k) + len(v)
+	}
+	return int64(n)
 }
 
 // flatten applies the layers to plan the final tree, then reads them again
-// to write it to w.
-func flatten(ctx context.Context, layers []layer, w io.Writer) error {
-	t := newTree()
+// to write it to w. lim bounds the tree.
+func flatten(ctx context.Context, layers []layer, lim limits, w io.Writer) error {
+	t := newTree(lim)
 	for i, l := range layers {
-		if err := eachEntry(ctx, l, func(k int, h *tar.Header, _ io.Reader) error {
+		if err := eachEntry(ctx, l, t, func(k int, h *tar.Header, _ io.Reader) error {
 			return t.add(i, k, h)
-		}, t.whiteouts); err != nil {
+		}); err != nil {
 			return err
 		}
 	}
@@ -79,14 +122,14 @@ func flatten(ctx context.Context, layers []layer, w io.Writer) error {
 		}
 	}
 	for i, l := range layers {
-		err := eachEntry(ctx, l, func(k int, _ *tar.Header, r io.Reader) error {
+		err := eachEntry(ctx, l, nil, func(k int, _ *tar.Header, r io.Reader) error {
 			ino := inodes[pos{i, k}]
 			if ino == nil {
 				return nil
 			}
 			delete(inodes, pos{i, k})
 			return writeInode(tw, ino, r)
-		}, nil)
+		})
 		if err != nil {
 			return err
 		}
@@ -101,11 +144,11 @@ func flatten(ctx context.Context, layers []layer, w io.Writer) error {
 }
 
 // eachEntry reads layer l and calls fn for each entry other than
-// whiteouts, with its index among all the layer's tar entries. If
-// whiteouts is not nil, the layer's whiteouts and opaque directories are
-// passed to it, before any fn call. The layer's digests are checked at its
-// end.
-func eachEntry(ctx context.Context, l layer, fn func(k int, h *tar.Header, r io.Reader) error, whiteouts func(deleted, opaque []string) error) error {
+// whiteouts, with its index among all the layer's tar entries. If plan is
+// not nil, each entry is charged to it, and the layer's whiteouts and
+// opaque directories are applied to it before any fn call. The layer's
+// digests are checked at its end.
+func eachEntry(ctx context.Context, l layer, plan *tree, fn func(k int, h *tar.Header, r io.Reader) error) error {
 	s, err := openLayer(ctx, l)
 	if err != nil {
 		return err
@@ -121,6 +164,9 @@ func eachEntry(ctx context.Context, l layer, fn func(k int, h *tar.Header, r io.
 	)
 	tr := tar.NewReader(s)
 	for k := 0; ; k++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -130,6 +176,14 @@ func eachEntry(ctx context.Context, l layer, fn func(k int, h *tar.Header, r io.
 		}
 		if h.Typeflag == tar.TypeXGlobalHeader {
 			continue
+		}
+		if plan != nil {
+			if err := plan.charge(1, headerSize(h)); err != nil {
+				return fmt.Errorf("layer %s: %w", l.name, err)
+			}
+		}
+		if len(h.Name) > maxPathLen || len(h.Linkname) > maxPathLen {
+			return fmt.Errorf("layer %s: entry %.64q…: name or link target longer than %d bytes", l.name, h.Name, maxPathLen)
 		}
 		name, err := cleanName(h.Name)
 		if err != nil {
@@ -147,7 +201,7 @@ func eachEntry(ctx context.Context, l layer, fn func(k int, h *tar.Header, r io.
 			continue
 		}
 		h.Name = name
-		if whiteouts != nil {
+		if plan != nil {
 			// Whiteouts hide lower layers only, wherever they sit in
 			// this layer's tar, so apply them before its entries.
 			staged = append(staged, entry{k, h})
@@ -157,11 +211,14 @@ func eachEntry(ctx context.Context, l layer, fn func(k int, h *tar.Header, r io.
 			return fmt.Errorf("layer %s: %s: %w", l.name, name, err)
 		}
 	}
-	if whiteouts != nil {
-		if err := whiteouts(deleted, opaque); err != nil {
+	if plan != nil {
+		if err := plan.whiteouts(deleted, opaque); err != nil {
 			return fmt.Errorf("layer %s: %w", l.name, err)
 		}
 		for _, e := range staged {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			if err := fn(e.k, e.h, nil); err != nil {
 				return fmt.Errorf("layer %s: %s: %w", l.name, e.h.Name, err)
 			}
@@ -188,7 +245,7 @@ func cleanName(name string) (string, error) {
 // they exist.
 func (t *tree) whiteouts(deleted, opaque []string) error {
 	for _, d := range opaque {
-		n, err := t.resolve(t.root, d, false, new(int))
+		n, err := t.resolve(t.root, d, false, new(walk))
 		if err != nil {
 			return fmt.Errorf("opaque directory %s: %w", d, err)
 		}
@@ -198,7 +255,7 @@ func (t *tree) whiteouts(deleted, opaque []string) error {
 	}
 	for _, p := range deleted {
 		dir, base := path.Split(p)
-		n, err := t.resolve(t.root, dir, false, new(int))
+		n, err := t.resolve(t.root, dir, false, new(walk))
 		if err != nil {
 			return fmt.Errorf("whiteout %s: %w", p, err)
 		}
@@ -219,12 +276,15 @@ func (t *tree) add(i, k int, h *tar.Header) error {
 		return nil
 	}
 	dir, base := path.Split(h.Name)
-	parent, err := t.resolve(t.root, dir, true, new(int))
+	parent, err := t.resolve(t.root, dir, true, new(walk))
 	if err != nil {
 		return err
 	}
 	old := parent.kids[base]
-	n := &node{name: base, parent: parent, hdr: h}
+	n := &node{name: base, parent: parent, hdr: h, plen: parent.plen + 1 + len(base)}
+	if n.plen > maxPathLen {
+		return errPathTooLong
+	}
 	switch h.Typeflag {
 	case tar.TypeDir:
 		if old != nil && old.isDir() {
@@ -252,6 +312,9 @@ func (t *tree) add(i, k int, h *tar.Header) error {
 	default:
 		return fmt.Errorf("unsupported entry type %q", h.Typeflag)
 	}
+	if err := t.charge(0, int64(n.plen)); err != nil {
+		return err
+	}
 	parent.kids[base] = n
 	return nil
 }
@@ -268,20 +331,33 @@ func (t *tree) lookup(name string) (*node, error) {
 		return t.root, nil
 	}
 	dir, base := path.Split(p)
-	parent, err := t.resolve(t.root, dir, false, new(int))
+	parent, err := t.resolve(t.root, dir, false, new(walk))
 	if parent == nil || err != nil {
 		return nil, err
 	}
 	return parent.kids[base], nil
 }
 
+// walk counts what one lookup has walked through.
+type walk struct {
+	links int // symlinks followed
+	steps int // path components walked
+}
+
+// errPathTooLong is returned for an entry that would land at a path longer
+// than maxPathLen.
+var errPathTooLong = fmt.Errorf("lands at a path longer than %d bytes", maxPathLen)
+
 // resolve walks the directory path p from cur the way a runtime unpacking
 // a layer does: ".." stops at the root, and symlinks are followed inside
 // the root, absolute ones from the root. With create, missing directories
-// are made (as implicit ones); without, a missing one gives nil. links
-// counts the symlinks followed.
-func (t *tree) resolve(cur *node, p string, create bool, links *int) (*node, error) {
+// are made (as implicit ones); without, a missing one gives nil. w counts
+// the symlinks followed and components walked, both bounded.
+func (t *tree) resolve(cur *node, p string, create bool, w *walk) (*node, error) {
 	for c := range strings.SplitSeq(p, "/") {
+		if w.steps++; w.steps > maxPathLen {
+			return nil, fmt.Errorf("resolving takes more than %d path components", maxPathLen)
+		}
 		switch c {
 		case "", ".":
 			continue
@@ -296,18 +372,24 @@ func (t *tree) resolve(cur *node, p string, create bool, links *int) (*node, err
 		case kid == nil && !create:
 			return nil, nil
 		case kid == nil:
-			kid = &node{name: c, parent: cur, kids: map[string]*node{}}
+			kid = &node{name: c, parent: cur, kids: map[string]*node{}, plen: cur.plen + 1 + len(c)}
+			if kid.plen > maxPathLen {
+				return nil, errPathTooLong
+			}
+			if err := t.charge(1, int64(kid.plen)); err != nil {
+				return nil, err
+			}
 			cur.kids[c] = kid
 		case kid.isDir():
 		case kid.ino.hdr.Typeflag == tar.TypeSymlink:
-			if *links++; *links > maxSymlinks {
+			if w.links++; w.links > maxSymlinks {
 				return nil, fmt.Errorf("%s: too many levels of symbolic links", kid.path())
 			}
 			from := cur
 			if strings.HasPrefix(kid.ino.hdr.Linkname, "/") {
 				from = t.root
 			}
-			next, err := t.resolve(from, kid.ino.hdr.Linkname, create, links)
+			next, err := t.resolve(from, kid.ino.hdr.Linkname, create, w)
 			if next == nil || err != nil {
 				return nil, err
 			}

@@ -23,7 +23,23 @@
 // to it, each link after its target, even when the file came from a lower
 // layer; a hard link whose original target a later layer replaced or
 // deleted keeps the old content, as on disk.
+//
+// An image is untrusted input, so Flatten bounds the work it may cause,
+// each bound far above real images, and fails with an error naming the one
+// exceeded: 16 MiB for index.json, manifest.json and each index, manifest
+// and config; 65536 members in an archive; 1024 images in a layout or
+// archive; 256 layers in an image; 4096 bytes (PATH_MAX) for a name, link
+// target or resolved path; 40 symlinks and 4096 path components for one
+// lookup; 2Mi entries and implied directories, and 512 MiB of names, link
+// targets, PAX records and paths, over all layers. It reads each index,
+// manifest and config once, however often they are named, finds archive
+// members through an index made in one pass, and stops soon after ctx is
+// done.
 package oci
+
+// BUG(oci): Flatten does not bound the size of file contents, which a
+// small compressed layer can expand into without limit; cancel ctx, or
+// bound w, to stop it.
 
 // BUG(oci): A `docker save` archive has no manifest of its own, so its layer
 // files are checked only against the config's diff IDs (and against their
@@ -34,7 +50,6 @@ package oci
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -100,12 +115,15 @@ func Detect(p string) (Kind, error) {
 		return Unknown, fmt.Errorf("detecting image format: %w", err)
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
-	if magic, _ := br.Peek(4); compressed(magic) != "" {
-		return Unknown, fmt.Errorf("%s: %w: %s-compressed file; want an uncompressed docker save tar, decompress it first", p, ErrNotImage, compressed(magic))
+	magic := make([]byte, 4)
+	n, _ := f.ReadAt(magic, 0)
+	if c := compressed(magic[:n]); c != "" {
+		return Unknown, fmt.Errorf("%s: %w: %s-compressed file; want an uncompressed docker save tar, decompress it first", p, ErrNotImage, c)
 	}
-	tr := tar.NewReader(br)
-	for {
+	// The tar reader seeks over member contents, so finding
+	// manifest.json costs a read per member, not of every byte.
+	tr := tar.NewReader(f)
+	for range maxArchiveMembers {
 		h, err := tr.Next()
 		if err == io.EOF {
 			return Unknown, fmt.Errorf("%s: %w: tar has no manifest.json; want a docker save archive", p, ErrNotImage)
@@ -117,6 +135,7 @@ func Detect(p string) (Kind, error) {
 			return DockerArchive, nil
 		}
 	}
+	return Unknown, fmt.Errorf("%s: %w: no manifest.json in the first %d members of the tar; want a docker save archive", p, ErrNotImage, maxArchiveMembers)
 }
 
 // Options select the image to flatten. The zero value picks linux/amd64.
@@ -154,30 +173,51 @@ func Flatten(ctx context.Context, path string, opt Options, w io.Writer) (Info, 
 	if err != nil {
 		return Info{}, err
 	}
+	if kind == Layout {
+		return flattenFrom(ctx, kind, path, opt, w, func() ([]*candidate, error) {
+			return layoutCandidates(ctx, path)
+		})
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Info{}, fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Info{}, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return flattenArchive(ctx, f, fi.Size(), path, opt, w)
+}
+
+// flattenArchive flattens the docker save archive held in the first size
+// bytes of r. name is how errors call the archive.
+func flattenArchive(ctx context.Context, r io.ReaderAt, size int64, name string, opt Options, w io.Writer) (Info, error) {
+	return flattenFrom(ctx, DockerArchive, name, opt, w, func() ([]*candidate, error) {
+		return archiveCandidates(ctx, r, size)
+	})
+}
+
+// flattenFrom flattens the image that opt picks from those list returns.
+func flattenFrom(ctx context.Context, kind Kind, name string, opt Options, w io.Writer, list func() ([]*candidate, error)) (Info, error) {
 	want, explicit, err := parsePlatform(opt.Platform)
 	if err != nil {
 		return Info{}, err
 	}
-	var cands []*candidate
-	switch kind {
-	case Layout:
-		cands, err = layoutCandidates(path)
-	case DockerArchive:
-		cands, err = archiveCandidates(path)
-	}
+	cands, err := list()
 	if err != nil {
-		return Info{}, fmt.Errorf("reading %s %s: %w", kind, path, err)
+		return Info{}, fmt.Errorf("reading %s %s: %w", kind, name, err)
 	}
 	c, err := choose(cands, opt.Ref, want, explicit)
 	if err != nil {
-		return Info{}, fmt.Errorf("choosing image in %s: %w", path, err)
+		return Info{}, fmt.Errorf("choosing image in %s: %w", name, err)
 	}
 	img, err := c.load()
 	if err != nil {
-		return Info{}, fmt.Errorf("reading image %s in %s: %w", c.desc, path, err)
+		return Info{}, fmt.Errorf("reading image %s in %s: %w", c.desc, name, err)
 	}
-	if err := flatten(ctx, img.layers, w); err != nil {
-		return Info{}, fmt.Errorf("flattening image %s in %s: %w", img.digest, path, err)
+	if err := flatten(ctx, img.layers, defaultLimits, w); err != nil {
+		return Info{}, fmt.Errorf("flattening image %s in %s: %w", img.digest, name, err)
 	}
 	return Info{Digest: img.digest, Layers: len(img.layers)}, nil
 }

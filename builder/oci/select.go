@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -12,6 +13,17 @@ import (
 
 // defaultPlatform is the platform Flatten picks when Options.Platform is "".
 const defaultPlatform = "linux/amd64"
+
+// Bounds on what a layout or archive may list. Reading each image or layer
+// costs a read of its blobs, so without them a small crafted manifest could
+// make Flatten read the same blob without end.
+const (
+	// maxImages bounds the images (and indexes) a layout or archive lists.
+	maxImages = 1024
+	// maxLayers bounds the layers of an image: twice the 128 that
+	// Docker's overlay2 storage driver accepts.
+	maxLayers = 256
+)
 
 // Annotations that name an image in an OCI layout's index.
 const (
@@ -186,6 +198,9 @@ func layersOf(cfg *v1.ConfigFile, n int, mk func(i int) layer) ([]layer, error) 
 	if cfg.RootFS.Type != "" && cfg.RootFS.Type != "layers" {
 		return nil, fmt.Errorf("config rootfs type %q: want \"layers\"", cfg.RootFS.Type)
 	}
+	if n > maxLayers {
+		return nil, fmt.Errorf("image has %d layers, more than %d", n, maxLayers)
+	}
 	if len(cfg.RootFS.DiffIDs) != n {
 		return nil, fmt.Errorf("config lists %d diff IDs for %d layers", len(cfg.RootFS.DiffIDs), n)
 	}
@@ -195,4 +210,33 @@ func layersOf(cfg *v1.ConfigFile, n int, mk func(i int) layer) ([]layer, error) 
 		out[i].diffID = cfg.RootFS.DiffIDs[i]
 	}
 	return out, nil
+}
+
+// onceMap computes the value of each key once, however many callers ask.
+// The zero value is ready to use.
+type onceMap[K comparable, V any] struct {
+	mu sync.Mutex
+	m  map[K]*onceValue[V]
+}
+
+type onceValue[V any] struct {
+	once sync.Once
+	v    V
+	err  error
+}
+
+// get returns the value for k, calling f to compute it on the first call.
+func (o *onceMap[K, V]) get(k K, f func() (V, error)) (V, error) {
+	o.mu.Lock()
+	if o.m == nil {
+		o.m = map[K]*onceValue[V]{}
+	}
+	e := o.m[k]
+	if e == nil {
+		e = &onceValue[V]{}
+		o.m[k] = e
+	}
+	o.mu.Unlock()
+	e.once.Do(func() { e.v, e.err = f() })
+	return e.v, e.err
 }
