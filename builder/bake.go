@@ -158,10 +158,14 @@ func (b *bake) scanBase(ctx context.Context, sc *scanner) error {
 	var err error
 	switch {
 	case r.Debian != nil:
-		var p string
-		if p, err = b.debianBase(ctx); err == nil {
-			err = sc.scanTar(t, p, "none")
+		// mmdebstrap failing (the mirror, the network, a package that
+		// does not install) is a build failure, not a recipe error: the
+		// spec itself was validated.
+		p, err := b.debianBase(ctx)
+		if err != nil {
+			return fmt.Errorf("base.debian: %w", err)
 		}
+		err = sc.scanTar(t, p, "none")
 	default:
 		p := r.resolve(r.Base)
 		var fi os.FileInfo
@@ -242,13 +246,21 @@ func (b *bake) debianBase(ctx context.Context) (string, error) {
 		return "", err
 	}
 	b.log.Info("bootstrapping debian base", "suite", d.Suite, "packages", d.Packages)
+	// Bootstrap next to the cache entry, then rename over it: with
+	// NoCache an older archive of the same spec is replaced, and a build
+	// reading it meanwhile keeps its open file.
+	tmp := fmt.Sprintf("%s.%d-%d.new", p, os.Getpid(), time.Now().UnixNano())
+	defer os.Remove(tmp)
 	var lines atomic.Int64
-	err := debian.Bootstrap(ctx, spec, p, debian.Options{
+	err := debian.Bootstrap(ctx, spec, tmp, debian.Options{
 		Log:      b.log,
 		Progress: func(string) { lines.Add(1); b.progress("base", lines.Load(), -1) },
 	})
 	if err != nil {
 		return "", fmt.Errorf("mmdebstrap: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", err
 	}
 	return p, nil
 }
