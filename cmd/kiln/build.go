@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"log/slog"
 	"os"
 	"os/signal"
 
@@ -15,7 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 )
 
-const buildUsage = `kiln build RECIPE --images DIR [--json] [--no-cache]
+const buildUsage = `kiln build RECIPE --images DIR [--json] [--no-cache] [--log-level LEVEL]
        kiln build --check RECIPE [--json]
 
 --check validates the recipe (its fields and that every file it names
@@ -42,6 +41,7 @@ func cmdBuild(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object (id, name, inputs, artifacts; with --check: ok, errors) instead of text")
 	check := fs.Bool("check", false, "validate the recipe only; build and publish nothing")
 	noCache := fs.Bool("no-cache", false, "bake every output afresh instead of reusing the build cache (DIR/cache/build)")
+	logLevel := fs.String("log-level", "warn", "debug, info (one line per stage with its duration), warn or error; logs go to stderr")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -65,7 +65,10 @@ func cmdBuild(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log, err := newLogger(stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
 	bp := newBuildProgress(stderr, *asJSON)
 	res, err := builder.Build(ctx, recipe, st, builder.Options{Log: log, Progress: bp.update, NoCache: *noCache})
 	bp.close()

@@ -17,6 +17,8 @@ type buildProgress struct {
 	p    *mpb.Progress // nil: plain lines
 	bar  *mpb.Bar
 	last string
+	// ended is the last stage whose end was printed (plain lines only).
+	ended string
 }
 
 // newBuildProgress returns the progress display for w; quiet shows
@@ -69,15 +71,18 @@ func (bp *buildProgress) update(stage string, done, total int64) {
 }
 
 // line prints a line when a stage starts and when a stage with a known
-// total ends.
+// total ends; updates of a stage that ended are ignored.
 func (bp *buildProgress) line(stage string, done, total int64) {
+	if stage == bp.ended {
+		return
+	}
 	if stage != bp.last {
 		bp.last = stage
 		fmt.Fprintf(bp.w, "%s...\n", stage)
 	}
 	if total > 0 && done >= total {
 		fmt.Fprintf(bp.w, "%s: done (%s)\n", stage, humanBytes(done))
-		bp.last = stage + " done"
+		bp.ended = stage
 	}
 }
 

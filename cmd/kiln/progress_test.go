@@ -22,7 +22,7 @@ func TestBuildProgressPlain(t *testing.T) {
 		done, total int64
 	}{
 		{"base", 1, -1}, {"base", 2, -1}, {"scan", 10, -1}, {"scan", 20, -1},
-		{"kernel", 0, 2048}, {"kernel", 1024, 2048}, {"kernel", 2048, 2048},
+		{"kernel", 0, 2048}, {"kernel", 1024, 2048}, {"kernel", 2048, 2048}, {"kernel", 2048, 2048},
 		{"initrd", 512, 4096}, {"initrd", 4096, 4096},
 	} {
 		bp.update(u.stage, u.done, u.total)
