@@ -29,14 +29,16 @@ type bake struct {
 	log   *slog.Logger
 	cache *cache
 
-	t      *tree
-	work   string // scratch directory under the store's tmp/, removed at the end
-	stage  string // the tree written out, once an output needs it
-	inputs images.Digest
-	kernel images.Artifact
-	kver   string // the kernel's version, "" if unknown
-	arts   []images.Artifact
-	cached []string
+	t     *tree
+	work  string // scratch directory under the store's tmp/, removed at the end
+	stage string // the tree written out, once an output needs it
+	// unlockRoot releases the cached root that stage is, if it is one.
+	unlockRoot func()
+	inputs     images.Digest
+	kernel     images.Artifact
+	kver       string // the kernel's version, "" if unknown
+	arts       []images.Artifact
+	cached     []string
 
 	progressMu sync.Mutex
 }
@@ -55,6 +57,9 @@ func newBake(r *Recipe, st *images.Store, opt Options) *bake {
 
 func (b *bake) close() {
 	b.t.close()
+	if b.unlockRoot != nil {
+		b.unlockRoot()
+	}
 	if b.work != "" {
 		os.RemoveAll(b.work)
 	}
@@ -405,6 +410,26 @@ func (b *bake) root(ctx context.Context) (string, error) {
 	if b.stage != "" {
 		return b.stage, nil
 	}
+	start := time.Now()
+	progress := func(done, total int64) { b.progress("root", done, total) }
+	cr, err := b.cache.lockRoot(b.r.Name)
+	if err != nil {
+		b.log.Warn("build cache: cannot lock the cached root, writing a new one", "err", err)
+	}
+	if cr != nil {
+		if b.opt.NoCache {
+			os.Remove(cr.index) // write it all afresh
+		}
+		n, err := cr.update(ctx, b.t, progress)
+		if err != nil {
+			cr.unlock()
+			return "", fmt.Errorf("writing the root tree: %w", err)
+		}
+		b.unlockRoot = cr.unlock
+		b.stage = cr.dir
+		b.log.Info("root tree updated", "dir", cr.dir, "written", n, "entries", len(b.t.entries), "duration", time.Since(start).Round(time.Millisecond))
+		return cr.dir, nil
+	}
 	work, err := b.scratch()
 	if err != nil {
 		return "", err
@@ -413,8 +438,7 @@ func (b *bake) root(ctx context.Context) (string, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", err
 	}
-	start := time.Now()
-	if err := materialize(ctx, b.t, dir, func(done, total int64) { b.progress("root", done, total) }); err != nil {
+	if err := materialize(ctx, b.t, dir, progress); err != nil {
 		return "", fmt.Errorf("writing the root tree: %w", err)
 	}
 	b.log.Info("root tree written", "dir", dir, "duration", time.Since(start).Round(time.Millisecond))

@@ -24,27 +24,15 @@ func materialize(ctx context.Context, t *tree, dir string, progress func(done, t
 	for _, e := range entries {
 		total += e.size
 	}
-	uid, gid := os.Geteuid(), os.Getegid()
 	epoch := time.Unix(0, 0)
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if uid != 0 && (int(e.uid) != uid || int(e.gid) != gid) {
-			return fmt.Errorf("/%s is owned by %d:%d: writing it needs root", e.path, e.uid, e.gid)
-		}
 		if err := writeMaterialized(ctx, root, e); err != nil {
 			return fmt.Errorf("writing /%s: %w", e.path, err)
 		}
-		if e.typ != typeSymlink {
-			// chown clears the set-id bits: chmod after it.
-			if err := root.Lchown(e.path, int(e.uid), int(e.gid)); err != nil {
-				return err
-			}
-			if err := root.Chmod(e.path, os.FileMode(e.perm&0o777)|setIDBits(e.perm)); err != nil {
-				return err
-			}
-		} else if err := root.Lchown(e.path, int(e.uid), int(e.gid)); err != nil {
+		if err := setOwnerMode(root, e); err != nil {
 			return err
 		}
 		done += e.size
@@ -62,6 +50,21 @@ func materialize(ctx context.Context, t *tree, dir string, progress func(done, t
 		}
 	}
 	return nil
+}
+
+// setOwnerMode gives the written entry its owner and mode.
+func setOwnerMode(root *os.Root, e *entry) error {
+	if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 && (int(e.uid) != uid || int(e.gid) != gid) {
+		return fmt.Errorf("/%s is owned by %d:%d: writing it needs root", e.path, e.uid, e.gid)
+	}
+	if err := root.Lchown(e.path, int(e.uid), int(e.gid)); err != nil {
+		return err
+	}
+	if e.typ == typeSymlink {
+		return nil
+	}
+	// chown clears the set-id bits: chmod after it.
+	return root.Chmod(e.path, os.FileMode(e.perm&0o777)|setIDBits(e.perm))
 }
 
 func writeMaterialized(ctx context.Context, root *os.Root, e *entry) error {
