@@ -1,6 +1,7 @@
 package images
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -75,6 +76,7 @@ type BlobWriter struct {
 	f    *os.File
 	h    hash.Hash
 	n    int64
+	hole int64 // zero bytes counted in n but not yet skipped in f
 	done bool
 }
 
@@ -87,12 +89,61 @@ func (s *Store) NewBlob() (*BlobWriter, error) {
 	return &BlobWriter{s: s, f: f, h: sha256.New()}, nil
 }
 
+// holeBlock is the granularity of holes: Write leaves every block-aligned
+// run of zero blocks as a hole in the file instead of writing it. Disk
+// images are mostly zeros; a sparse blob costs neither the writes nor the
+// space, and reads back the same bytes.
+const holeBlock = 4096
+
+var zeroBlock [holeBlock]byte
+
 // Write implements io.Writer.
 func (w *BlobWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
+	total := len(p)
+	for len(p) > 0 {
+		if off := int(w.n % holeBlock); off != 0 || len(p) < holeBlock {
+			// Up to the next block boundary, or a tail shorter than a
+			// block: written as it is.
+			n := len(p)
+			if off != 0 {
+				n = min(n, holeBlock-off)
+			}
+			if err := w.write(p[:n]); err != nil {
+				return total - len(p), err
+			}
+			p = p[n:]
+			continue
+		}
+		// A run of whole blocks, all zero or all not.
+		zero := bytes.Equal(p[:holeBlock], zeroBlock[:])
+		i := holeBlock
+		for i+holeBlock <= len(p) && bytes.Equal(p[i:i+holeBlock], zeroBlock[:]) == zero {
+			i += holeBlock
+		}
+		if zero {
+			w.hole += int64(i)
+			w.h.Write(p[:i])
+			w.n += int64(i)
+		} else if err := w.write(p[:i]); err != nil {
+			return total - len(p), err
+		}
+		p = p[i:]
+	}
+	return total, nil
+}
+
+// write writes b after the pending hole.
+func (w *BlobWriter) write(b []byte) error {
+	if w.hole > 0 {
+		if _, err := w.f.Seek(w.hole, io.SeekCurrent); err != nil {
+			return err
+		}
+		w.hole = 0
+	}
+	n, err := w.f.Write(b)
+	w.h.Write(b[:n])
 	w.n += int64(n)
-	return n, err
+	return err
 }
 
 // Digest returns the digest of the bytes written so far, so that a caller
@@ -113,6 +164,12 @@ func (w *BlobWriter) Commit() (Artifact, error) {
 	w.done = true
 	d := w.Digest()
 	tmp := w.f.Name()
+	// A trailing hole has no bytes yet: set the size.
+	if err := w.f.Truncate(w.n); err != nil {
+		w.f.Close()
+		os.Remove(tmp)
+		return Artifact{}, fmt.Errorf("sizing blob %s: %w", d, err)
+	}
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		os.Remove(tmp)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -194,5 +195,57 @@ func TestManifestValidate(t *testing.T) {
 		if err := m.Validate(); err == nil {
 			t.Errorf("%s: Validate() = nil, want error", name)
 		}
+	}
+}
+
+// TestBlobSparse writes a blob that is mostly zeros, in odd-sized writes:
+// its bytes and digest must be exact, and the zero runs holes.
+func TestBlobSparse(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	want.WriteString("head")
+	want.Write(make([]byte, 8<<20))
+	want.WriteString("middle")
+	want.Write(make([]byte, 3<<20+17)) // a trailing run: the size must still be right
+	w, err := s.NewBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := want.Bytes()
+	for len(data) > 0 {
+		n := min(len(data), 100_003)
+		if _, err := w.Write(data[:n]); err != nil {
+			t.Fatal(err)
+		}
+		data = data[n:]
+	}
+	a, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest != DigestOf(want.Bytes()) || a.Size != int64(want.Len()) {
+		t.Errorf("Commit = %+v, want %s size %d", a, DigestOf(want.Bytes()), want.Len())
+	}
+	f, err := s.OpenBlob(a.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("blob bytes differ from what was written")
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 > 2<<20 {
+		t.Errorf("blob of %d bytes, mostly zeros, uses %d bytes on disk: want holes", fi.Size(), st.Blocks*512)
 	}
 }
