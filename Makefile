@@ -8,7 +8,7 @@ TINY_CACHE ?= .cache/tiny
 FUZZTIME   ?= 10s
 UNIT_PKGS   = $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: help build deps tiny-inputs tiny lint unit e2e fuzz test demo ci clean
+.PHONY: help build deps tiny-inputs tiny lint unit e2e fuzz test demo ci bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ fuzz: ## a short pass of every fuzz target (FUZZTIME each)
 test: deps tiny-inputs lint fuzz unit e2e ## everything CI runs: lint, short fuzz, unit (race), e2e boots
 
 ci: test ## what .ci/run runs
+
+bench: deps ## time kiln build against cpio|zstd, mksquashfs, mkfs.ext4 and a cold build (root; not part of test)
+	bash bench/build.sh
 
 demo: deps tiny-inputs build ## bake the tiny image, netboot a VM to ready in a private namespace, show the inventory
 	./scripts/demo.sh
