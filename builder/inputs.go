@@ -14,7 +14,7 @@ import (
 // bakeFormat names how the builder turns a tree into artifacts. It is part
 // of the inputs digest: change it whenever the same inputs would bake
 // different bytes (cpio layout, compression settings).
-const bakeFormat = "kernel=copy initrd=newc(sorted,mtime=0,ino=seq)+zstd(level=default,window=8MiB,crc,1 thread)"
+const bakeFormat = "kernel=copy initrd=newc(sorted,mtime=0,ino=seq)+zstd(level=default,window=8MiB,crc,2 goroutines)"
 
 // inputsDigest returns the sha256 of a canonical description of everything
 // the image is baked from: the recipe's normalized content, the kernel's
