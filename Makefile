@@ -48,8 +48,8 @@ test: deps tiny-inputs lint fuzz unit e2e ## everything CI runs: lint, short fuz
 
 ci: test ## what .ci/run runs
 
-bench: deps ## time kiln build against cpio|zstd, mksquashfs, mkfs.ext4 and a cold build (root; not part of test)
-	bash bench/build.sh
+bench: deps build ## time kiln build against cpio|zstd, mksquashfs, mkfs.ext4 and a cold build (root; 7-15 min; not part of test)
+	KILN=bin/kiln bash bench/build.sh
 
 demo: deps tiny-inputs build ## bake the tiny image, netboot a VM to ready in a private namespace, show the inventory
 	./scripts/demo.sh
