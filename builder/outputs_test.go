@@ -15,23 +15,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // fakeKver is the kernel version of the module tree in the outputs fixture.
 const fakeKver = "6.1.0-kiln-test"
-
-// needTool fails in CI, and skips elsewhere, when a Debian tool is missing.
-func needTool(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found: run make deps", tool)
-			}
-			t.Skipf("%s not found: run make deps", tool)
-		}
-	}
-}
 
 // writeOutputsFixture writes a recipe baking every output from a small but
 // real root: the tiny image's static busybox and kernel, a module tree with
@@ -50,7 +38,7 @@ func writeOutputsFixture(t *testing.T, dir string, mtime time.Time) string {
 			t.Skipf("no tiny inputs (run scripts/fetch-tiny-inputs.sh): %v", err)
 		}
 	}
-	needTool(t, "mksquashfs", "mkfs.ext4")
+	testenv.NeedTools(t, "mksquashfs", "mkfs.ext4")
 	root := filepath.Join(dir, "root")
 	busybox, err := os.ReadFile("../.cache/tiny/rootfs/bin/busybox")
 	mustDo(t, err)
@@ -115,7 +103,7 @@ services: [hello.service]
 // TestBuildAllOutputs bakes every output from one recipe and checks each
 // with the real tool that would read it.
 func TestBuildAllOutputs(t *testing.T) {
-	needTool(t, "unsquashfs", "sfdisk", "xorriso", "objdump")
+	testenv.NeedTools(t, "unsquashfs", "sfdisk", "xorriso", "objdump")
 	recipe := writeOutputsFixture(t, t.TempDir(), time.Now())
 	res, st := build(t, recipe)
 	var names []string
@@ -211,7 +199,7 @@ func TestBuildAllOutputs(t *testing.T) {
 // three days later in another time zone, so every tool the builder runs
 // sees another date: the image ID must be the same.
 func TestBuildReproducibleAcrossDirsAndDays(t *testing.T) {
-	needTool(t, "faketime")
+	testenv.NeedTools(t, "faketime")
 	a := writeOutputsFixture(t, filepath.Join(t.TempDir(), "monday"), time.Now())
 	b := writeOutputsFixture(t, filepath.Join(t.TempDir(), "elsewhere", "thursday"), time.Now().Add(-400*24*time.Hour))
 	resA, _ := build(t, a)

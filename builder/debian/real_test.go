@@ -19,22 +19,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // realSpec is the smallest useful root: the Essential:yes set and a
 // static busybox.
 var realSpec = Spec{Suite: "bookworm", Variant: "essential", Packages: []string{"busybox-static"}}
-
-// needTool skips the test when the tool is missing, unless CI is "true".
-func needTool(t *testing.T, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI: %v", tool, err)
-		}
-		t.Skipf("%s not installed", tool)
-	}
-}
 
 // needMirror skips the test when Debian's mirror is out of reach, unless
 // CI is "true".
@@ -227,7 +218,7 @@ func runBusybox(t *testing.T, archive string) {
 // midway. It downloads about 40 MB from deb.debian.org and takes about a
 // minute, so -short skips it.
 func TestBootstrapReal(t *testing.T) {
-	needTool(t, "mmdebstrap")
+	testenv.NeedTool(t, "mmdebstrap")
 	if testing.Short() {
 		t.Skip("-short: a real bootstrap takes about a minute")
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 const (
@@ -85,7 +87,7 @@ func TestBootQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("QEMU boot is slow; skipped with -short")
 	}
-	needTools(t, "mke2fs", "qemu-system-x86_64")
+	testenv.NeedTools(t, "mke2fs", "qemu-system-x86_64")
 	for _, p := range []string{ovmfCode, ovmfVars, "/bin/busybox"} {
 		if _, err := os.Stat(p); err != nil {
 			if os.Getenv("CI") == "true" {

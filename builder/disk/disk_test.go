@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 var testSeed = []byte("inputs digest of the test image")
@@ -62,7 +64,7 @@ func readTable(t *testing.T, img string) sfdiskTable {
 // TestWrite writes an image and checks it with sfdisk, fsck.vfat,
 // mtools, e2fsck, debugfs and dumpe2fs.
 func TestWrite(t *testing.T) {
-	needTools(t, "mke2fs", "sfdisk", "fsck.vfat", "e2fsck", "debugfs", "dumpe2fs", "mdir", "mcopy", "mtype")
+	testenv.NeedTools(t, "mke2fs", "sfdisk", "fsck.vfat", "e2fsck", "debugfs", "dumpe2fs", "mdir", "mcopy", "mtype")
 	s := testSpec(t, makeRoot(t, time.Date(2021, 3, 4, 5, 6, 7, 8, time.UTC), false))
 	out := filepath.Join(t.TempDir(), "disk.img")
 	start := time.Now()
@@ -263,7 +265,7 @@ func subdirs(dir string) []string {
 // checks each ESP with fsck.vfat. 64 MiB is one of the sizes whose FATs
 // go-diskfs makes too small.
 func TestESPSizes(t *testing.T) {
-	needTools(t, "mke2fs", "sfdisk", "fsck.vfat")
+	testenv.NeedTools(t, "mke2fs", "sfdisk", "fsck.vfat")
 	root := makeRoot(t, time.Unix(0, 0), false)
 	for _, size := range []int64{36 * mib, 64 * mib, 100*mib + 1, 300 * mib} {
 		t.Run(strconv.FormatInt(size, 10), func(t *testing.T) {

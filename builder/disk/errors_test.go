@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // TestWriteErrors checks that bad specs fail with a clear error and
 // leave nothing behind.
 func TestWriteErrors(t *testing.T) {
-	needTools(t, "mke2fs")
+	testenv.NeedTools(t, "mke2fs")
 	root := makeRoot(t, time.Unix(0, 0), false)
 	sparse := func(size int64) string {
 		p := filepath.Join(t.TempDir(), "sparse")
@@ -91,7 +93,7 @@ func TestWriteErrors(t *testing.T) {
 
 // TestWriteExisting checks that Write does not replace a file.
 func TestWriteExisting(t *testing.T) {
-	needTools(t, "mke2fs")
+	testenv.NeedTools(t, "mke2fs")
 	dir := t.TempDir()
 	out := filepath.Join(dir, "disk.img")
 	if err := os.WriteFile(out, []byte("precious"), 0o644); err != nil {

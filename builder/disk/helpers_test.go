@@ -24,20 +24,6 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// needTools skips the test when a tool is missing, unless CI is "true":
-// there, missing tools fail it.
-func needTools(t *testing.T, names ...string) {
-	t.Helper()
-	for _, name := range names {
-		if _, err := findTool(name); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("tool %s is missing: %v", name, err)
-			}
-			t.Skipf("tool %s is missing: %v", name, err)
-		}
-	}
-}
-
 // kernel returns the test kernel, skipping (failing in CI) without it.
 func kernel(t *testing.T) string {
 	t.Helper()

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // TestLargeRoot writes an image of the root tree in directory
@@ -17,7 +19,7 @@ func TestLargeRoot(t *testing.T) {
 	if root == "" {
 		t.Skip("set KILN_TEST_DISK_ROOT to a root tree directory to run this test")
 	}
-	needTools(t, "mke2fs", "e2fsck", "sfdisk")
+	testenv.NeedTools(t, "mke2fs", "e2fsck", "sfdisk")
 	s := testSpec(t, root)
 	var outs []string
 	for i := range 2 {

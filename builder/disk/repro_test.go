@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // copyFile copies src to a new file in a new temp dir, named name.
@@ -24,7 +26,7 @@ func copyFile(t *testing.T, src, name string) string {
 // holes, mtimes, ctimes, temp dirs, environment, output names) and wants
 // the same bytes; another seed must give other bytes.
 func TestReproducible(t *testing.T) {
-	needTools(t, "mke2fs", "sfdisk")
+	testenv.NeedTools(t, "mke2fs", "sfdisk")
 	rootA := makeRoot(t, time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), false)
 	time.Sleep(20 * time.Millisecond) // other ctimes for the second tree
 	rootB := makeRoot(t, time.Date(2024, 6, 7, 8, 9, 10, 11, time.UTC), true)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 const (
@@ -31,12 +33,12 @@ func TestBoot(t *testing.T) {
 		t.Skip("boots QEMU; not in -short")
 	}
 	needLoaders(t)
-	qemu := needTool(t, "qemu-system-x86_64")
+	qemu := testenv.NeedTool(t, "qemu-system-x86_64")
 	if _, err := os.Stat(tinyKernel); err != nil {
 		t.Skipf("no tiny kernel (run scripts/fetch-tiny-inputs.sh): %v", err)
 	}
 	busybox := "/bin/busybox"
-	needFile(t, busybox)
+	testenv.NeedFile(t, busybox)
 
 	dir := t.TempDir()
 	cpio := bootInitrd(t, busybox)
@@ -94,8 +96,8 @@ func bootISO(t *testing.T, dir, name string, initrd []byte) string {
 // ovmf is the QEMU machine for UEFI: q35 with OVMF and a copy of its
 // variable store.
 func ovmf(t *testing.T) []string {
-	needFile(t, ovmfCode)
-	needFile(t, ovmfVars)
+	testenv.NeedFile(t, ovmfCode)
+	testenv.NeedFile(t, ovmfVars)
 	vars := filepath.Join(t.TempDir(), "vars.fd")
 	if err := os.WriteFile(vars, mustRead(t, ovmfVars), 0o600); err != nil {
 		t.Fatal(err)

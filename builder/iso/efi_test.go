@@ -10,13 +10,15 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // mtype reads the file p of the FAT image img with mtools.
 func mtype(t *testing.T, img, p string) []byte {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "file")
-	cmd := exec.Command(needTool(t, "mcopy"), "-n", "-i", img, "::"+p, dst)
+	cmd := exec.Command(testenv.NeedTool(t, "mcopy"), "-n", "-i", img, "::"+p, dst)
 	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mcopy %s: %v\n%s", p, err, out)
@@ -27,7 +29,7 @@ func mtype(t *testing.T, img, p string) []byte {
 // fsck runs `fsck.vfat -n` on img and fails the test on any complaint.
 func fsck(t *testing.T, img string) string {
 	t.Helper()
-	out, err := exec.Command(needTool(t, "fsck.vfat"), "-n", "-v", img).CombinedOutput()
+	out, err := exec.Command(testenv.NeedTool(t, "fsck.vfat"), "-n", "-v", img).CombinedOutput()
 	if err != nil {
 		t.Errorf("fsck.vfat -n %s: %v\n%s", img, err, out)
 	}
@@ -74,7 +76,7 @@ func TestEFIImage(t *testing.T) {
 	if !strings.Contains(out, "2 FATs, 16 bit entries") {
 		t.Errorf("efi image is not FAT16:\n%s", out)
 	}
-	mdir := exec.Command(needTool(t, "mdir"), "-i", img, "-/", "::")
+	mdir := exec.Command(testenv.NeedTool(t, "mdir"), "-i", img, "-/", "::")
 	mdir.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
 	listing, err := mdir.CombinedOutput()
 	if err != nil {

@@ -14,34 +14,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
-
-// needTool returns the path of a tool, skipping the test when it is
-// missing, unless CI=true, where a missing tool fails it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("tool %s is missing: %v", name, err)
-	}
-	t.Skipf("tool %s is missing: %v", name, err)
-	return ""
-}
-
-// needFile skips (or, in CI, fails) the test when a host file is missing.
-func needFile(t *testing.T, p string) {
-	t.Helper()
-	if _, err := os.Stat(p); err == nil {
-		return
-	} else if os.Getenv("CI") == "true" {
-		t.Fatalf("need %s: %v", p, err)
-	} else {
-		t.Skipf("need %s: %v", p, err)
-	}
-}
 
 // needLoaders skips the test when the default boot loader files are
 // missing (Debian packages isolinux, syslinux-common, systemd-boot-efi).
@@ -52,7 +27,7 @@ func needLoaders(t *testing.T) {
 		filepath.Join(DefaultSyslinux, "ldlinux.c32"),
 		DefaultBootloader,
 	} {
-		needFile(t, p)
+		testenv.NeedFile(t, p)
 	}
 }
 
@@ -118,7 +93,7 @@ func run(t *testing.T, name string, args ...string) string {
 func extract(t *testing.T, iso, p string) []byte {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), filepath.Base(p))
-	run(t, needTool(t, "xorriso"), "-osirrox", "on", "-indev", iso, "-extract", p, dst)
+	run(t, testenv.NeedTool(t, "xorriso"), "-osirrox", "on", "-indev", iso, "-extract", p, dst)
 	b, err := os.ReadFile(dst)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +118,7 @@ var (
 // bootImages parses `xorriso -report_el_torito plain`.
 func bootImages(t *testing.T, iso string) []bootImage {
 	t.Helper()
-	out := run(t, needTool(t, "xorriso"), "-indev", iso, "-report_el_torito", "plain")
+	out := run(t, testenv.NeedTool(t, "xorriso"), "-indev", iso, "-report_el_torito", "plain")
 	var imgs []bootImage
 	idx := func(s string) int {
 		var i int
@@ -168,7 +143,7 @@ func bootImages(t *testing.T, iso string) []bootImage {
 // isoFiles lists the ISO's files with `xorriso -find / -type f`.
 func isoFiles(t *testing.T, iso string) []string {
 	t.Helper()
-	out := run(t, needTool(t, "xorriso"), "-indev", iso, "-find", "/", "-type", "f")
+	out := run(t, testenv.NeedTool(t, "xorriso"), "-indev", iso, "-find", "/", "-type", "f")
 	var files []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "'/") {

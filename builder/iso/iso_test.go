@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // TestWrite checks the El Torito catalog, the file tree, the file contents
@@ -86,7 +88,7 @@ func TestWrite(t *testing.T) {
 		t.Errorf("isolinux.cfg (-want +got):\n%s", diff)
 	}
 
-	out := run(t, needTool(t, "xorriso"), "-indev", iso, "-pvd_info")
+	out := run(t, testenv.NeedTool(t, "xorriso"), "-indev", iso, "-pvd_info")
 	for _, want := range []string{
 		"Volume Id    : TINY_IMAGE_V1\n",
 		"Creation Time: 1980010100000000\n",

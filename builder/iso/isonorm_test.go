@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // memFile is a fixed-size readWriterAt in memory.
@@ -115,7 +117,7 @@ func TestNormalizeISO(t *testing.T) {
 	if err := os.WriteFile(iso, a, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, needTool(t, "xorriso"), "-indev", iso, "-find", "/", "-exec", "lsdl")
+	out := run(t, testenv.NeedTool(t, "xorriso"), "-indev", iso, "-find", "/", "-exec", "lsdl")
 	n := 0
 	for _, l := range strings.Split(out, "\n") {
 		if !strings.Contains(l, " '/") || strings.HasPrefix(l, "Drive") {

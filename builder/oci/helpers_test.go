@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"io"
 	"maps"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -181,15 +179,4 @@ func writeArchive(t *testing.T, imgs map[string]v1.Image) string {
 		t.Fatal(err)
 	}
 	return file
-}
-
-// needTool skips the test when the tool is missing, unless CI is "true".
-func needTool(t *testing.T, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI: %v", tool, err)
-		}
-		t.Skipf("%s not installed", tool)
-	}
 }

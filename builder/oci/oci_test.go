@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // capability is an xattr value the base layer sets on bin/busybox.
@@ -179,7 +181,7 @@ func TestFlatten(t *testing.T) {
 // TestFlattenExtracts unpacks the output with GNU tar, as root would, and
 // checks that links share their file and device nodes exist.
 func TestFlattenExtracts(t *testing.T) {
-	needTool(t, "tar")
+	testenv.NeedTool(t, "tar")
 	img := imageOf(t, "amd64", layerOf(t, baseLayer()), layerOf(t, upperLayer()))
 	out, _ := flattenOK(t, writeLayout(t, []v1.Image{img}, []string{""}), Options{})
 	root := t.TempDir()

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // testInit is the init the boot test adds to the Debian root: it shows
@@ -40,11 +42,11 @@ func TestBootDebian(t *testing.T) {
 	if tarball == "" {
 		t.Skip("KILN_TEST_DEBIAN_ROOT_TAR is not set: set it to a tarball of a Debian root with busybox-static and a kernel (for example one mmdebstrap made) to boot a squashfs image in QEMU")
 	}
-	needRoot(t)
-	needTool(t, "tar")
-	needTool(t, "cpio")
-	needTool(t, "mksquashfs")
-	needTool(t, "qemu-system-x86_64")
+	testenv.NeedRoot(t)
+	testenv.NeedTool(t, "tar")
+	testenv.NeedTool(t, "cpio")
+	testenv.NeedTool(t, "mksquashfs")
+	testenv.NeedTool(t, "qemu-system-x86_64")
 	tmp := t.TempDir()
 
 	root := filepath.Join(tmp, "root")

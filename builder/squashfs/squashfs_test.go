@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // node is one entry of the synthetic tree that writeTree makes.
@@ -111,9 +113,9 @@ func writeTree(t *testing.T, dir string, mtime time.Time) {
 // with different mtimes, with one and with two processors, and expects the
 // same bytes; then checks the listing and the extraction with unsquashfs.
 func TestMakeReproducible(t *testing.T) {
-	needRoot(t)
-	needTool(t, "mksquashfs")
-	needTool(t, "unsquashfs")
+	testenv.NeedRoot(t)
+	testenv.NeedTool(t, "mksquashfs")
+	testenv.NeedTool(t, "unsquashfs")
 	tmp := t.TempDir()
 	dirA := filepath.Join(tmp, "a")
 	dirB := filepath.Join(tmp, "b", "somewhere", "else")
@@ -250,7 +252,7 @@ func describe(t *testing.T, dir string) map[string]string {
 // TestMakeErrors checks that Make names what failed and leaves no file
 // at out, nor a temporary file beside it.
 func TestMakeErrors(t *testing.T) {
-	needTool(t, "mksquashfs")
+	testenv.NeedTool(t, "mksquashfs")
 	tmp := t.TempDir()
 	tree := filepath.Join(tmp, "tree")
 	mustDo(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
