@@ -166,11 +166,15 @@ func (b *bake) scanBase(ctx context.Context, sc *scanner) error {
 		// mmdebstrap failing (the mirror, the network, a package that
 		// does not install) is a build failure, not a recipe error: the
 		// spec itself was validated.
-		p, err := b.debianBase(ctx)
-		if err != nil {
-			return fmt.Errorf("base.debian: %w", err)
+		p, berr := b.debianBase(ctx)
+		if berr != nil {
+			return fmt.Errorf("base.debian: %w", berr)
 		}
-		err = sc.scanTar(t, p, "none")
+		// The archive is the cache's, not the recipe's: reading it failing
+		// is a build failure too.
+		if err := sc.scanTar(t, p, "none"); err != nil {
+			return fmt.Errorf("base.debian: reading %s (build with --no-cache to bootstrap it again): %w", p, err)
+		}
 	default:
 		p := r.resolve(r.Base)
 		var fi os.FileInfo

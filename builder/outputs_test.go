@@ -1,8 +1,10 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -376,5 +378,47 @@ func TestBuildCachedRootUpdate(t *testing.T) {
 	}
 	if _, err := os.Stat(idx); err != nil {
 		t.Errorf("index not written again: %v", err)
+	}
+}
+
+// TestBuildDamagedDebianCache plants a truncated archive where the build
+// cache keeps the recipe's Debian base: the build must fail as a build
+// failure naming the archive and --no-cache, not bake a partial root.
+func TestBuildDamagedDebianCache(t *testing.T) {
+	dir := t.TempDir()
+	recipe := writeFixture(t, dir, time.Now())
+	mustDo(t, editFile(recipe, "base: rootfs", "base: {debian: {suite: bookworm, variant: essential}}"))
+	r, err := LoadRecipe(recipe)
+	mustDo(t, err)
+	st, err := images.Open(t.TempDir())
+	mustDo(t, err)
+	var whole bytes.Buffer
+	tarDir(t, filepath.Join(dir, "rootfs"), &whole)
+	cached := filepath.Join(st.Root(), "cache", "build", "debian", r.debianSpec().Key()+".tar")
+	mustDo(t, os.MkdirAll(filepath.Dir(cached), 0o755))
+	// Cut inside a file's content: the archive ends mid-entry.
+	cut := bytes.Index(whole.Bytes(), []byte("root:x:0:0")) + 4
+	if cut < 4 {
+		t.Fatal("fixture archive lacks /etc/passwd's content")
+	}
+	mustDo(t, os.WriteFile(cached, whole.Bytes()[:cut], 0o644))
+
+	_, err = Build(context.Background(), r, st, Options{})
+	if err == nil || !strings.Contains(err.Error(), cached) || !strings.Contains(err.Error(), "--no-cache") {
+		t.Fatalf("Build = %v, want an error naming %s and --no-cache", err, cached)
+	}
+	if errors.As(err, new(*RecipeError)) {
+		t.Errorf("Build = %v: a damaged cache is a build failure, not a recipe error", err)
+	}
+	if ims, _ := st.List(); len(ims) != 0 {
+		t.Errorf("an image was published: %v", ims)
+	}
+
+	// The whole archive builds.
+	mustDo(t, os.WriteFile(cached, whole.Bytes(), 0o644))
+	res, err := Build(context.Background(), r, st, Options{})
+	mustDo(t, err)
+	if !slices.Contains(res.Cached, "base") {
+		t.Errorf("cached = %v, want the base from the cache", res.Cached)
 	}
 }
