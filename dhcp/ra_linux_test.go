@@ -3,7 +3,6 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,13 +12,14 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 func TestParseIfInet6(t *testing.T) {
@@ -192,7 +192,7 @@ func (n *raNS) iface(t *testing.T, dev string) (*net.Interface, net.IP) {
 type raRun struct {
 	done chan struct{} // closed when ServeRA has returned
 	err  error         // its result, once done is closed
-	logs syncBuffer
+	logs testenv.SyncBuffer
 }
 
 // serve runs ServeRA on a goroutine locked into the namespace, logging to
@@ -251,24 +251,6 @@ func (r *raRun) result(t *testing.T, timeout time.Duration) error {
 		t.Fatalf("ServeRA still running after %v", timeout)
 		return nil
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // raClient is a host on the other end of a veth pair.

@@ -17,31 +17,15 @@ import (
 	"time"
 
 	ptftp "github.com/pin/tftp/v3"
+
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's concurrent log writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // testServer is a Server running on 127.0.0.1:0.
 type testServer struct {
 	*Server
 	addr      string
-	logs      *syncBuffer
+	logs      *testenv.SyncBuffer
 	transfers chan Transfer
 	cancel    context.CancelFunc // ends Serve's context
 	stop      func() error       // cancels Serve and returns its result
@@ -51,7 +35,7 @@ type testServer struct {
 // set by the helper.
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
-	ts := &testServer{logs: &syncBuffer{}, transfers: make(chan Transfer, 128)}
+	ts := &testServer{logs: &testenv.SyncBuffer{}, transfers: make(chan Transfer, 128)}
 	cfg.Log = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), ts.logs),
 		&slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Observer = func(tr Transfer) { ts.transfers <- tr }

@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
 // TestMain lets the test binary act as the kiln command when
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // startServe runs "kiln serve" without --interface: HTTP on loopback only.
 // It returns the server's URL and a buffer of its stderr.
-func startServe(t *testing.T, dataDir string) (string, *syncBuffer) {
+func startServe(t *testing.T, dataDir string) (string, *testenv.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve", "--data", dataDir, "--http-port", "0")
 	cmd.Env = append(os.Environ(), "KILN_TEST_MAIN=1")
@@ -39,7 +39,7 @@ func startServe(t *testing.T, dataDir string) (string, *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testenv.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -137,24 +137,6 @@ func TestServeRefusesUnknownInterface(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errb.String(), "kiln-nope0") {
 		t.Fatalf("serve --interface kiln-nope0 = %d, %q; want %d naming it", code, errb.String(), exitUsage)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // publishTestImage publishes a small two-artifact image into the store at
