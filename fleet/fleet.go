@@ -16,7 +16,8 @@ import (
 
 const bucket = "machines"
 
-// maxEvents bounds each machine's event list; older events are dropped.
+// maxEvents bounds each machine's event list. Older events are dropped,
+// those of the latest boot last (see trimEvents).
 const maxEvents = 200
 
 // Errors callers match with errors.Is.
@@ -192,24 +193,61 @@ func (f *Fleet) Delete(mac string) error {
 }
 
 // Observe records that kind happened to the machine and applies the state
-// transition it implies. Unknown MACs return ErrNotFound and record nothing.
+// transition it implies. Unknown MACs return ErrNotFound and record
+// nothing, without a write transaction: DHCP reports every client it
+// serves, most of which kiln does not know.
 func (f *Fleet) Observe(mac string, kind EventKind, detail string) (Machine, error) {
+	return f.ObserveAll(mac, Observation{Kind: kind, Detail: detail})
+}
+
+// Observation is one event for ObserveAll.
+type Observation struct {
+	Kind   EventKind
+	Detail string
+}
+
+// ObserveAll records several events, in order, in one transaction, as
+// Observe does for one: either all are recorded or, if one is not allowed
+// in the state the earlier ones lead to, none is.
+func (f *Fleet) ObserveAll(mac string, obs ...Observation) (Machine, error) {
 	return f.modify(mac, func(m *Machine) error {
-		next, err := transition(m.State, kind)
-		if err != nil {
-			return err
+		now := f.now().UTC()
+		for _, o := range obs {
+			next, err := transition(m.State, o.Kind)
+			if err != nil {
+				return err
+			}
+			if o.Kind == EventAcked && o.Detail != "" {
+				m.IP = o.Detail
+			}
+			if next != m.State {
+				f.log.Info("machine state", "mac", m.MAC, "from", m.State, "to", next, "event", o.Kind)
+				m.State = next
+			}
+			m.Reason = ""
+			m.addEvent(now, o.Kind, o.Detail)
 		}
-		if kind == EventAcked && detail != "" {
-			m.IP = detail
-		}
-		if next != m.State {
-			f.log.Info("machine state", "mac", m.MAC, "from", m.State, "to", next, "event", kind)
-			m.State = next
-		}
-		m.Reason = ""
-		m.addEvent(f.now().UTC(), kind, detail)
 		return nil
 	})
+}
+
+// CountByState returns how many machines are in each state, e.g. for the
+// kiln_machines metric. It decodes only the state of each record.
+func (f *Fleet) CountByState() (map[string]int, error) {
+	counts := map[string]int{}
+	err := f.st.View(func(tx store.Tx) error {
+		return tx.ForEach(bucket, func(key string, v []byte) error {
+			var m struct {
+				State State `json:"state"`
+			}
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decoding machine %s: %w", key, err)
+			}
+			counts[string(m.State)]++
+			return nil
+		})
+	})
+	return counts, err
 }
 
 // Report records a machine's phone-home: it booted the image with ID
@@ -242,6 +280,18 @@ func (f *Fleet) modify(mac string, fn func(*Machine) error) (Machine, error) {
 	if err != nil {
 		return Machine{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	// A read transaction first: it neither waits for nor blocks the
+	// writers (the DHCP lease commits), so an unknown MAC costs no write
+	// transaction. The record is read again under the write lock.
+	if err := f.st.View(func(tx store.Tx) error {
+		_, err := tx.Get(bucket, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %s", ErrNotFound, key)
+		}
+		return err
+	}); err != nil {
+		return Machine{}, err
+	}
 	var m Machine
 	err = f.st.Update(func(tx store.Tx) error {
 		if m, err = get(tx, key); err != nil {
@@ -257,10 +307,7 @@ func (f *Fleet) modify(mac string, fn func(*Machine) error) (Machine, error) {
 }
 
 func (m *Machine) addEvent(t time.Time, kind EventKind, detail string) {
-	m.Events = append(m.Events, Event{Time: t, Kind: kind, Detail: detail})
-	if n := len(m.Events) - maxEvents; n > 0 {
-		m.Events = append([]Event(nil), m.Events[n:]...)
-	}
+	m.Events = trimEvents(append(m.Events, Event{Time: t, Kind: kind, Detail: detail}), maxEvents)
 }
 
 func get(tx store.Tx, key string) (Machine, error) {

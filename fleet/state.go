@@ -26,6 +26,7 @@ const (
 	EventAssigned EventKind = "assigned"
 	EventOffered  EventKind = "offered"  // DHCP offered an address
 	EventAcked    EventKind = "acked"    // DHCP acknowledged the lease; detail is the IP
+	EventFirstHop EventKind = "firsthop" // the firmware fetched its first-stage file over TFTP or HTTP Boot; detail names it
 	EventScript   EventKind = "script"   // the iPXE script for the image was served
 	EventKernel   EventKind = "kernel"   // the kernel was fetched
 	EventInitrd   EventKind = "initrd"   // the initrd was fetched
@@ -54,7 +55,7 @@ func transition(from State, kind EventKind) (State, error) {
 			return Ready, nil
 		}
 		return Failed, nil
-	case EventOffered, EventAcked, EventKernel, EventInitrd, EventRoot, EventIdentity:
+	case EventOffered, EventAcked, EventFirstHop, EventKernel, EventInitrd, EventRoot, EventIdentity:
 		return from, nil
 	}
 	return from, fmt.Errorf("%w: unknown event %q", ErrTransition, kind)

@@ -140,7 +140,28 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, m)
+	return writeJSON(w, http.StatusOK, machineJSON{Machine: m, Timeline: m.Timeline()})
+}
+
+// machineJSON is the reply of GET /api/v1/machines/{mac}: the machine
+// record with the timeline of its latest boot.
+type machineJSON struct {
+	fleet.Machine
+	Timeline fleet.Timeline `json:"timeline"`
+}
+
+// getTimeline serves GET /api/v1/machines/{mac}/timeline: the timeline of
+// the machine's latest boot.
+func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) error {
+	mac, err := macVar(r)
+	if err != nil {
+		return err
+	}
+	m, err := s.fleet.Get(mac)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, m.Timeline())
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
@@ -16,7 +17,9 @@ import (
 // directly: kernel, initrd and command line in one EFI binary, no iPXE and
 // no TFTP. Any other known machine gets the EFI iPXE binary of
 // Config.HTTPBootFile, which then fetches its boot script. OVMF sends
-// HEAD before GET; only GET records the start of a boot.
+// HEAD before GET; only GET records events: firsthop, script, kernel and
+// initrd for a UKI (it is all of them), firsthop for iPXE (whose script
+// request records the script).
 func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 	mac, err := macVar(r)
 	if err != nil {
@@ -42,11 +45,20 @@ func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 	}
 	var f *os.File
 	what := "uki"
+	var events []fleet.Observation
 	if a, ok := man.Artifact("uki"); ok {
 		if f, err = s.images.OpenBlob(a.Digest); err != nil {
 			return err
 		}
 		w.Header().Set("ETag", `"`+string(a.Digest)+`"`)
+		// The UKI is the first hop, the boot script (its command line),
+		// the kernel and the initrd at once.
+		events = []fleet.Observation{
+			{Kind: fleet.EventFirstHop, Detail: "httpboot uki"},
+			{Kind: fleet.EventScript, Detail: "httpboot uki"},
+			{Kind: fleet.EventKernel, Detail: string(a.Digest)},
+			{Kind: fleet.EventInitrd, Detail: string(a.Digest)},
+		}
 	} else {
 		if s.httpBootFile == "" {
 			log.Info("http boot: image has no uki and no EFI iPXE is configured")
@@ -56,10 +68,12 @@ func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 			return fmt.Errorf("opening the HTTP Boot iPXE binary: %w", err)
 		}
 		what = "ipxe"
+		// iPXE fetches the boot script next, which starts the boot.
+		events = []fleet.Observation{{Kind: fleet.EventFirstHop, Detail: "httpboot " + filepath.Base(s.httpBootFile)}}
 	}
 	defer f.Close()
 	if r.Method == http.MethodGet {
-		if _, err := s.fleet.Observe(mac, fleet.EventScript, "httpboot "+what); err != nil {
+		if _, err := s.fleet.ObserveAll(mac, events...); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
@@ -17,9 +18,11 @@ var templates embed.FS
 
 func parsePage() (*template.Template, error) {
 	t, err := template.New("index.html").Funcs(template.FuncMap{
-		"shortID":   shortID,
-		"humanSize": humanSize,
-		"when":      when,
+		"shortID":     shortID,
+		"humanSize":   humanSize,
+		"when":        when,
+		"bootSummary": bootSummary,
+		"bootSteps":   bootSteps,
 	}).ParseFS(templates, "templates/index.html")
 	if err != nil {
 		return nil, fmt.Errorf("web: parsing page template: %w", err)
@@ -34,10 +37,12 @@ type pageData struct {
 	Now      time.Time
 }
 
-// machineRow is one machine with the name of its image, if it is stored.
+// machineRow is one machine with the name of its image, if it is stored,
+// and the timeline of its latest boot.
 type machineRow struct {
 	fleet.Machine
 	ImageName string // empty if the image is not in the store
+	Boot      fleet.Timeline
 }
 
 // inventory serves GET /: the operator's page of machines and images. It
@@ -57,7 +62,7 @@ func (s *Server) inventory(w http.ResponseWriter, r *http.Request) error {
 	}
 	data := pageData{Images: imgs, Now: time.Now().UTC()}
 	for _, m := range ms {
-		data.Machines = append(data.Machines, machineRow{Machine: m, ImageName: names[m.Image]})
+		data.Machines = append(data.Machines, machineRow{Machine: m, ImageName: names[m.Image], Boot: m.Timeline()})
 	}
 	var buf bytes.Buffer
 	if err := s.page.Execute(&buf, data); err != nil {
@@ -97,4 +102,46 @@ func when(t time.Time) string {
 		return "never"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// bootSummary says in a few words how a machine's latest boot went:
+// "ready in 41.2 s", "failed after 3.0 s", "booting: kernel at +1.1 s" or
+// "not booted".
+func bootSummary(tl fleet.Timeline) string {
+	switch tl.Outcome {
+	case fleet.BootReady:
+		return "ready in " + humanMS(tl.DurationMS)
+	case fleet.BootFailed:
+		return "failed after " + humanMS(tl.DurationMS)
+	case fleet.BootBooting:
+		last := tl.Steps[len(tl.Steps)-1]
+		return fmt.Sprintf("booting: %s at +%s", last.Kind, humanMS(last.OffsetMS))
+	}
+	return "not booted"
+}
+
+// bootSteps lists the steps of a timeline, one a line, for a tooltip.
+func bootSteps(tl fleet.Timeline) string {
+	var b strings.Builder
+	for i, st := range tl.Steps {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "+%s %s", humanMS(st.OffsetMS), st.Kind)
+		if st.Detail != "" {
+			fmt.Fprintf(&b, " (%s)", st.Detail)
+		}
+	}
+	return b.String()
+}
+
+// humanMS formats a number of milliseconds: "0.4 ms", "120 ms", "41.2 s".
+func humanMS(ms float64) string {
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.1f ms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.0f ms", ms)
+	}
+	return fmt.Sprintf("%.1f s", ms/1000)
 }

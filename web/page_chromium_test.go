@@ -54,7 +54,7 @@ func TestInventoryPageInChromium(t *testing.T) {
 		}
 
 		machines := tableAfter(t, dom, "Machines")
-		wantHeader(t, machines, "MAC", "Hostname", "State", "Image", "IP", "Last seen")
+		wantHeader(t, machines, "MAC", "Hostname", "State", "Image", "IP", "Last seen", "Last boot")
 		if len(machines.rows) != 2 {
 			t.Fatalf("machines table has %d rows, want 2 (one per machine):\n%s", len(machines.rows), dom)
 		}
@@ -93,6 +93,17 @@ func TestInventoryPageInChromium(t *testing.T) {
 		}
 		if r := byMAC[mac2]; r != nil && r[5].text == "never" {
 			t.Errorf("%s fetched its boot script but was last seen %q", mac2, r[5].text)
+		}
+		// The last boot: none for mac1; mac2's started with its script.
+		if r := byMAC[mac1]; r != nil && (r[6].text != "not booted" || !r[6].hasClass("boot-none")) {
+			t.Errorf("%s: last boot cell %+v, want %q with class boot-none", mac1, r[6], "not booted")
+		}
+		if r := byMAC[mac2]; r != nil {
+			wantTitle := "+0.0 ms script (" + string(e.image) + ")"
+			if r[6].text != "booting: script at +0.0 ms" || !r[6].hasClass("boot-booting") || r[6].attr("title") != wantTitle {
+				t.Errorf("%s: last boot cell %+v, want %q with class boot-booting titled %q",
+					mac2, r[6], "booting: script at +0.0 ms", wantTitle)
+			}
 		}
 
 		imgs := tableAfter(t, dom, "Images")

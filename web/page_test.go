@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/fleet"
 )
 
 func TestInventoryPage(t *testing.T) {
@@ -64,5 +67,35 @@ func TestHumanSize(t *testing.T) {
 		if got := humanSize(n); got != want {
 			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+func TestBootSummary(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	at := func(kind fleet.EventKind, ms float64) fleet.Event {
+		return fleet.Event{Kind: kind, Time: t0.Add(time.Duration(ms * float64(time.Millisecond)))}
+	}
+	for _, tc := range []struct {
+		name   string
+		events []fleet.Event
+		want   string
+		steps  string
+	}{
+		{"none", nil, "not booted", ""},
+		{"booting", []fleet.Event{at(fleet.EventOffered, 0), {Kind: fleet.EventFirstHop, Time: t0.Add(120 * time.Millisecond), Detail: "tftp undionly.kpxe"}},
+			"booting: firsthop at +120 ms", "+0.0 ms offered\n+120 ms firsthop (tftp undionly.kpxe)"},
+		{"ready", []fleet.Event{at(fleet.EventOffered, 0), at(fleet.EventScript, 0.25), at(fleet.EventReady, 41234)},
+			"ready in 41.2 s", "+0.0 ms offered\n+0.2 ms script\n+41.2 s ready"},
+		{"failed", []fleet.Event{at(fleet.EventScript, 0), at(fleet.EventFailed, 3000)}, "failed after 3.0 s", "+0.0 ms script\n+3.0 s failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tl := fleet.LatestBoot(tc.events)
+			if got := bootSummary(tl); got != tc.want {
+				t.Errorf("bootSummary() = %q, want %q", got, tc.want)
+			}
+			if got := bootSteps(tl); got != tc.steps {
+				t.Errorf("bootSteps() = %q, want %q", got, tc.steps)
+			}
+		})
 	}
 }

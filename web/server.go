@@ -21,6 +21,7 @@ import (
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/metrics"
 )
 
 // maxBody bounds every request body kiln reads (API and phone-home).
@@ -42,7 +43,11 @@ type Config struct {
 	// Boot clients get when their image has no uki output (e.g.
 	// /usr/lib/ipxe/snponly.efi); empty refuses them.
 	HTTPBootFile string
-	Log          *slog.Logger // nil discards
+	// Metrics, if set, is served at GET /metrics, and every request is
+	// counted and timed in it by route template (metrics.Instrument). Nil
+	// serves no /metrics (404) and records nothing.
+	Metrics *metrics.Metrics
+	Log     *slog.Logger // nil discards
 }
 
 // Server is kiln's HTTP server. Its handler is safe for concurrent use.
@@ -53,6 +58,7 @@ type Server struct {
 	maxBlob int64
 	// httpBootFile is Config.HTTPBootFile.
 	httpBootFile string
+	metrics      *metrics.Metrics // nil records nothing
 	log          *slog.Logger
 	page         *template.Template
 	router       *mux.Router
@@ -77,7 +83,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBlobSize < 0 {
 		return nil, fmt.Errorf("web: MaxBlobSize %d is negative", cfg.MaxBlobSize)
 	}
-	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, httpBootFile: cfg.HTTPBootFile, log: cfg.Log, page: page}
+	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, httpBootFile: cfg.HTTPBootFile, metrics: cfg.Metrics, log: cfg.Log, page: page}
 	if s.maxBlob == 0 {
 		s.maxBlob = DefaultMaxBlobSize
 	}
@@ -89,8 +95,32 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler returns the server's HTTP handler: the gorilla/mux router, wrapped
-// so that every request is logged at Debug.
-func (s *Server) Handler() http.Handler { return s.logRequests(s.router) }
+// so that every request is logged at Debug and, with Config.Metrics,
+// counted and timed.
+func (s *Server) Handler() http.Handler {
+	h := http.Handler(s.router)
+	if s.metrics != nil {
+		h = s.metrics.Instrument(s.routeName)(h)
+	}
+	return s.logRequests(h)
+}
+
+// routeName returns the label of the route that serves r: its path
+// template (e.g. "/boot/{mac}.ipxe"), "unmatched" for a 404 or
+// "method_not_allowed". It never returns the raw path, so the metrics'
+// route label has a handful of values.
+func (s *Server) routeName(r *http.Request) string {
+	var m mux.RouteMatch
+	if s.router.Match(r, &m) && m.MatchErr == nil && m.Route != nil {
+		if tpl, err := m.Route.GetPathTemplate(); err == nil {
+			return tpl
+		}
+	}
+	if errors.Is(m.MatchErr, mux.ErrMethodMismatch) {
+		return "method_not_allowed"
+	}
+	return "unmatched"
+}
 
 func (s *Server) routes() *mux.Router {
 	r := mux.NewRouter()
@@ -116,6 +146,7 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/api/v1/machines", s.adapt(s.listMachines)).Methods(get)
 	r.Handle("/api/v1/machines", s.adapt(s.createMachine)).Methods(http.MethodPost)
 	r.Handle("/api/v1/machines/{mac}", s.adapt(s.getMachine)).Methods(get)
+	r.Handle("/api/v1/machines/{mac}/timeline", s.adapt(s.getTimeline)).Methods(get)
 	r.Handle("/api/v1/machines/{mac}", s.adapt(s.deleteMachine)).Methods(http.MethodDelete)
 	r.Handle("/api/v1/images", s.adapt(s.listImages)).Methods(get)
 	r.Handle("/api/v1/images/{id}", s.adapt(s.getImage)).Methods(get)
@@ -125,6 +156,9 @@ func (s *Server) routes() *mux.Router {
 
 	r.Handle("/", s.adapt(s.inventory)).Methods(get, head)
 	r.Handle("/healthz", s.adapt(healthz)).Methods(get, head)
+	if s.metrics != nil {
+		r.Handle("/metrics", s.metrics.Handler()).Methods(get)
+	}
 	return r
 }
 
