@@ -29,71 +29,89 @@ const ipxeUserClass = "iPXE"
 // offers. dhcpv4 names code 176 only in the top-level space, as IP Telephone.
 const ipxeNoPXEDHCP = dhcpv4.GenericOptionCode(176)
 
+// pxeVendorDiscoveryControl is PXE vendor sub-option 6 of option 43 (PXE 2.1
+// section 2.4.2.3). Value 8 (bit 3) says "use the boot file in this reply":
+// no boot server discovery, no menu.
+const (
+	pxeVendorDiscoveryControl = 6
+	pxeVendorEnd              = 255
+	pxeDiscoveryUseBootFile   = 8
+)
+
 // bootInfo is what a client is told to boot.
 type bootInfo struct {
 	file   string // boot file name or script URL; "" means address only
-	ipxe   bool   // send option 175 with no-pxedhcp
+	ipxe   bool   // iPXE: send option 175 with no-pxedhcp (not as a proxy)
 	http   bool   // a UEFI HTTP Boot client: echo option 60 HTTPClient
+	uefi   bool   // UEFI PXE firmware (EDK2): no option 43 in proxy replies
 	reason string // why file is empty
 }
 
-// bootFor decides the boot file for req. Only PXE clients (option 60 begins
-// with "PXEClient") and iPXE (option 77 contains "iPXE") get one.
+// bootFor decides the boot file for req by the firmware table:
+//
+//	iPXE (option 77 contains "iPXE")      -> Boot.ScriptURL
+//	PXEClient, arch 0 (BIOS)              -> Boot.BIOSFile
+//	PXEClient, arch 7, 9 (UEFI x64)       -> Boot.UEFIFile
+//	PXEClient, arch 11 (UEFI ARM64)       -> Boot.ARM64File
+//	HTTPClient, arch 16 (x64), 19 (ARM64) -> Boot.HTTPBootURL, option 60 HTTPClient
+//
+// Anything else gets no boot file, and the reason says why. The first entry
+// of option 93 is the client's preferred architecture (RFC 4578 section 2.1).
 func (s *Server) bootFor(req *dhcpv4.DHCPv4) bootInfo {
-	pxe := strings.HasPrefix(req.ClassIdentifier(), pxeClientClass)
-	httpBoot := strings.HasPrefix(req.ClassIdentifier(), httpClientClass)
-	ipxe := bytes.Contains(req.Options.Get(dhcpv4.OptionUserClassInformation), []byte(ipxeUserClass))
-	b := bootInfo{ipxe: ipxe}
-	switch {
-	case httpBoot && !ipxe:
-		archs := req.ClientArch()
-		switch {
-		case len(archs) == 0:
-			b.reason = "HTTP Boot client without an architecture"
-		case archs[0] != iana.EFI_X86_64_HTTP:
-			b.reason = fmt.Sprintf("no HTTP Boot URL for arch %d", uint16(archs[0]))
-		case s.cfg.Boot.HTTPBootURL == nil:
-			b.reason = "HTTP Boot is not configured"
-		default:
-			b.file, b.http = s.cfg.Boot.HTTPBootURL(req.ClientHWAddr), true
-			if b.file == "" {
-				b.reason = "no HTTP Boot URL"
-			}
-		}
-	case ipxe:
+	class := req.ClassIdentifier()
+	pxe := strings.HasPrefix(class, pxeClientClass)
+	httpBoot := strings.HasPrefix(class, httpClientClass)
+	var b bootInfo
+	if bytes.Contains(req.Options.Get(dhcpv4.OptionUserClassInformation), []byte(ipxeUserClass)) {
 		// iPXE already runs: hand it its script, which does not chain again.
+		b.ipxe = true
 		b.file = s.cfg.Boot.ScriptURL(req.ClientHWAddr)
 		if b.file == "" {
 			b.reason = "no script URL"
 		}
-	case !pxe:
+		return b
+	}
+	if !pxe && !httpBoot {
 		b.reason = "not a PXE client"
-	default:
-		archs := req.ClientArch()
-		if len(archs) == 0 {
-			b.reason = "no client architecture"
+		return b
+	}
+	archs := req.ClientArch()
+	if len(archs) == 0 {
+		b.reason = "no client architecture"
+		return b
+	}
+	arch := archs[0]
+	switch {
+	case httpBoot && (arch == iana.EFI_X86_64_HTTP || arch == iana.EFI_ARM64_HTTP):
+		if s.cfg.Boot.HTTPBootURL == nil {
+			b.reason = "HTTP Boot is not configured"
 			break
 		}
-		// RFC 4578 section 2.1: the first entry is the preferred one.
-		switch archs[0] {
-		case iana.INTEL_X86PC:
-			b.file = s.cfg.Boot.BIOSFile
-		case iana.EFI_X86_64, iana.EFI_BC:
-			b.file = s.cfg.Boot.UEFIFile
-		default:
-			b.reason = fmt.Sprintf("no boot file for arch %d", uint16(archs[0]))
+		b.file, b.http = s.cfg.Boot.HTTPBootURL(req.ClientHWAddr), true
+		if b.file == "" {
+			b.reason = "no HTTP Boot URL"
 		}
+	case httpBoot:
+		b.reason = fmt.Sprintf("no HTTP Boot URL for arch %d", uint16(arch))
+	case arch == iana.INTEL_X86PC:
+		b.file = s.cfg.Boot.BIOSFile
+	case arch == iana.EFI_X86_64 || arch == iana.EFI_BC:
+		b.file, b.uefi = s.cfg.Boot.UEFIFile, true
+	case arch == iana.EFI_ARM64:
+		b.file, b.uefi = s.cfg.Boot.ARM64File, true
+	default:
+		b.reason = fmt.Sprintf("no boot file for arch %d", uint16(arch))
 	}
-	// Option 60 is deliberately not echoed. A reply carrying "PXEClient"
-	// but no option 43 is a "BINL" offer to UEFI firmware (EDK2
-	// PxeBcParseDhcp4Packet), which then asks a boot server on port 4011
-	// for the file instead of using ours, and gives up with PXE-E16. A plain
+	// Option 60 is deliberately not echoed to PXE clients of a plain
+	// server. A reply carrying "PXEClient" but no option 43 is a "BINL"
+	// offer to UEFI firmware (EDK2 PxeBcParseDhcp4Packet), which then asks a
+	// boot server on port 4011 for the file instead of using ours. A plain
 	// DHCP offer with a boot file is used as is by BIOS and UEFI PXE alike.
 	return b
 }
 
 // apply adds the boot information to resp: siaddr and file in the header,
-// options 66 and 67, and the PXE and iPXE options.
+// options 66 and 67, the HTTPClient class and, for iPXE, option 175.
 func (b bootInfo) apply(resp *dhcpv4.DHCPv4, server netip.Addr) {
 	if b.file != "" {
 		resp.ServerIPAddr = ipOf(server)

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -37,13 +38,17 @@ func TestBoot(t *testing.T) {
 		}},
 		{"not pxe", nil, &summary{SIAddr: "0.0.0.0"}},
 		{"not pxe with arch", []dhcpv4.Modifier{class("MSFT 5.0"), arch(iana.INTEL_X86PC)}, &summary{SIAddr: "0.0.0.0"}},
-		{"unknown arch", []dhcpv4.Modifier{class("PXEClient:Arch:00011:UNDI:003016"), arch(iana.EFI_ARM64)}, &summary{SIAddr: "0.0.0.0"}},
+		{"arm64", []dhcpv4.Modifier{class("PXEClient:Arch:00011:UNDI:003016"), arch(iana.EFI_ARM64)}, tftp("snponly-arm64.efi")},
+		{"unknown arch", []dhcpv4.Modifier{class("PXEClient:Arch:00010:UNDI:003016"), arch(iana.EFI_ARM32)}, &summary{SIAddr: "0.0.0.0"}},
 		{"pxe without arch", []dhcpv4.Modifier{class("PXEClient")}, &summary{SIAddr: "0.0.0.0"}},
 		{"uefi http", []dhcpv4.Modifier{class("HTTPClient:Arch:00016:UNDI:003001"), arch(iana.EFI_X86_64_HTTP)}, &summary{
 			SIAddr: "10.77.0.1", File: "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi", TFTPServer: "10.77.0.1",
 			BootFile: "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi", Class: "HTTPClient",
 		}},
-		{"arm64 http", []dhcpv4.Modifier{class("HTTPClient:Arch:00019"), arch(iana.EFI_ARM64_HTTP)}, &summary{SIAddr: "0.0.0.0"}},
+		{"arm64 http", []dhcpv4.Modifier{class("HTTPClient:Arch:00019"), arch(iana.EFI_ARM64_HTTP)}, &summary{
+			SIAddr: "10.77.0.1", File: "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi", TFTPServer: "10.77.0.1",
+			BootFile: "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi", Class: "HTTPClient",
+		}},
 		{"http without arch", []dhcpv4.Modifier{class("HTTPClient")}, &summary{SIAddr: "0.0.0.0"}},
 	}
 	for _, tt := range tests {
@@ -104,5 +109,45 @@ func TestBootLongScriptURL(t *testing.T) {
 	}
 	if _, err := dhcpv4.FromBytes(resp.ToBytes()); err != nil {
 		t.Errorf("reply does not parse: %v", err)
+	}
+}
+
+// TestFirmwareTable runs every architecture from 0 to 40 and 0xffff with
+// both classes through the table: only the listed pairs get a file.
+func TestFirmwareTable(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Boot.ARM64File = "arm64.efi" })
+	http := "http://10.77.0.1:8080/httpboot/52:54:00:00:00:0a.efi"
+	want := map[string]string{
+		"PXEClient 0":   "undionly.kpxe",
+		"PXEClient 7":   "snponly.efi",
+		"PXEClient 9":   "snponly.efi",
+		"PXEClient 11":  "arm64.efi",
+		"HTTPClient 16": http,
+		"HTTPClient 19": http,
+	}
+	archs := []iana.Arch{0xffff}
+	for a := range iana.Arch(41) {
+		archs = append(archs, a)
+	}
+	for _, class := range []string{"PXEClient", "HTTPClient"} {
+		for _, a := range archs {
+			key := fmt.Sprintf("%s %d", class, uint16(a))
+			req := packet(t, dhcpv4.MessageTypeDiscover, macA,
+				dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("%s:Arch:%05d", class, uint16(a)))),
+				dhcpv4.WithOption(dhcpv4.OptClientArch(a)))
+			b := e.s.bootFor(req)
+			if b.file != want[key] {
+				t.Errorf("%s: boot file %q, want %q", key, b.file, want[key])
+			}
+			if (b.file == "") == (b.reason == "") {
+				t.Errorf("%s: file %q with reason %q: want exactly one", key, b.file, b.reason)
+			}
+			if b.http != (class == "HTTPClient" && b.file != "") {
+				t.Errorf("%s: http = %v", key, b.http)
+			}
+			if wantUEFI := key == "PXEClient 7" || key == "PXEClient 9" || key == "PXEClient 11"; b.uefi != wantUEFI {
+				t.Errorf("%s: uefi = %v, want %v", key, b.uefi, wantUEFI)
+			}
+		}
 	}
 }

@@ -9,65 +9,111 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-// decision is the outcome of one request: the reply, if any, and the one log
-// line that explains it.
-type decision struct {
+// result is the outcome of one request: the reply, if any, the store write
+// to wait for before sending it, and what the log line and Decision say.
+type result struct {
 	reply    *dhcpv4.DHCPv4
-	msg      string // "offered", "acked", "nak", "released", …, or "ignored: …"
-	ip       netip.Addr
+	outcome  string // Decision.Outcome
 	reason   string
+	ip       netip.Addr
 	bootfile string
-	event    string // Event.Kind for Config.Observer, or ""
-	err      error
+	event    string       // Event.Kind for Config.Observer, or ""
+	wait     func() error // the lease write the reply depends on, or nil
 }
 
-func ignored(why string) decision { return decision{msg: "ignored: " + why} }
+func ignored(why string) result { return result{outcome: "ignored", reason: why} }
 
-// Handle decides the reply to one request: a reply, or nil when the request
-// is ignored. Every decision is logged once at Info, every malformed request
-// at Debug. Leases are persisted before Handle returns a reply that depends
-// on them; an error means the store failed and nothing was changed. Handle
-// never panics, whatever req holds, and is safe for concurrent use.
+// Handle decides the reply to one request received on port 67: a reply, or
+// nil when the request is ignored. Every decision is logged once (malformed
+// requests at Debug) and reported to Config.OnDecision. Leases are durable
+// before Handle returns a reply that depends on them; an error means the
+// store failed, the tables were reloaded from it, and nothing is to be
+// sent. Handle never panics, whatever req holds, and is safe for concurrent
+// use.
 func (s *Server) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
-	if req == nil {
-		s.log.Debug("ignored: no packet")
-		return nil, nil
+	start := time.Now()
+	resp, d, err := s.handle(req, false)
+	d.Duration = time.Since(start)
+	s.decided(d)
+	return resp, err
+}
+
+// decided reports d to Config.OnDecision.
+func (s *Server) decided(d Decision) {
+	if s.cfg.OnDecision != nil {
+		s.cfg.OnDecision(d)
 	}
-	arch := archOf(req)
+}
+
+// handle decides one request; bootPort says it came to PXEPort.
+func (s *Server) handle(req *dhcpv4.DHCPv4, bootPort bool) (*dhcpv4.DHCPv4, Decision, error) {
+	d := Decision{Outcome: "malformed", Proxy: s.cfg.Proxy || bootPort}
+	if req == nil {
+		d.Reason = "no packet"
+		s.log.Debug("malformed", "reason", d.Reason)
+		return nil, d, nil
+	}
+	d.MAC, d.XID, d.Arch = req.ClientHWAddr.String(), req.TransactionID.String(), archOf(req)
+	if mt := req.MessageType(); mt != dhcpv4.MessageTypeNone {
+		d.MsgType = mt.String()
+	}
+	_, d.Relayed = addr4(req.GatewayIPAddr)
 	// The message type goes under "msgtype": "msg" is slog's message key.
-	log := s.log.With("mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(),
-		"arch", arch, "msgtype", req.MessageType().String())
+	log := s.log.With("mac", d.MAC, "xid", d.XID, "arch", d.Arch, "msgtype", d.MsgType)
 	if why := malformed(req); why != "" {
-		log.Debug("ignored: " + why)
-		return nil, nil
+		d.Reason = why
+		log.Debug("malformed", "reason", why)
+		return nil, d, nil
 	}
 	now := s.now()
-	var d decision
-	if _, relayed := addr4(req.GatewayIPAddr); relayed {
-		d = ignored("relayed request")
-		d.reason = "giaddr " + req.GatewayIPAddr.String()
-	} else {
-		d = s.decide(req, now)
+	var r result
+	switch {
+	case bootPort:
+		r = s.bootServer(req)
+	case s.cfg.Proxy:
+		r = s.proxy(req)
+	default:
+		sn, why := s.selectSubnet(req)
+		if sn == nil {
+			r = ignored(why)
+			break
+		}
+		d.Subnet = sn.name
+		r = s.decide(req, sn, now)
 	}
-	if d.err != nil {
-		return nil, fmt.Errorf("handling %s from %s (xid %s): %w",
-			req.MessageType(), req.ClientHWAddr, req.TransactionID, d.err)
+	if r.wait != nil {
+		if err := r.wait(); err != nil {
+			s.recoverTables()
+			d.Outcome, d.Reason = "error", err.Error()
+			log.Error("no reply", "subnet", d.Subnet, "ip", ipString(r.ip), "err", err)
+			return nil, d, fmt.Errorf("handling %s from %s (xid %s): %w", d.MsgType, d.MAC, d.XID, err)
+		}
 	}
-	attrs := []any{"ip", ipString(d.ip)}
-	if d.reason != "" {
-		attrs = append(attrs, "reason", d.reason)
+	d.Outcome, d.Reason = r.outcome, r.reason
+	attrs := []any{"subnet", d.Subnet, "ip", ipString(r.ip)}
+	if r.reason != "" {
+		attrs = append(attrs, "reason", r.reason)
 	}
-	if d.bootfile != "" {
-		attrs = append(attrs, "bootfile", d.bootfile)
+	if r.bootfile != "" {
+		attrs = append(attrs, "bootfile", r.bootfile)
 	}
-	log.Info(d.msg, attrs...)
-	if d.event != "" && s.cfg.Observer != nil {
+	if d.Relayed {
+		attrs = append(attrs, "giaddr", req.GatewayIPAddr.String())
+	}
+	if d.Proxy {
+		attrs = append(attrs, "proxy", true)
+	}
+	log.Info(r.outcome, attrs...)
+	if r.event != "" && s.cfg.Observer != nil {
 		s.cfg.Observer(Event{
-			Kind: d.event, MAC: append([]byte(nil), req.ClientHWAddr...), IP: ipOf(d.ip),
-			Arch: arch, BootFile: d.bootfile, XID: req.TransactionID.String(),
+			Kind: r.event, MAC: append([]byte(nil), req.ClientHWAddr...), IP: ipOf(r.ip),
+			Arch: d.Arch, BootFile: r.bootfile, XID: d.XID,
 		})
 	}
-	return d.reply, nil
+	if r.reply != nil {
+		s.finishReply(req, r.reply)
+	}
+	return r.reply, d, nil
 }
 
 // malformed says why req cannot be a client request we answer, or "".
@@ -85,61 +131,88 @@ func malformed(req *dhcpv4.DHCPv4) string {
 	return ""
 }
 
-func (s *Server) decide(req *dhcpv4.DHCPv4, now time.Time) decision {
+// selectSubnet picks the subnet of a request: for a relayed request the one
+// named by the RFC 3527 link-selection sub-option of option 82, else the one
+// containing giaddr; for a client with an address the one containing ciaddr;
+// else the subnet of ServerIP. It returns nil and the reason when none fits.
+func (s *Server) selectSubnet(req *dhcpv4.DHCPv4) (*subnet, string) {
+	if gi, ok := addr4(req.GatewayIPAddr); ok {
+		if rai := req.RelayAgentInfo(); rai != nil {
+			if ls := rai.Get(dhcpv4.LinkSelectionSubOption); ls != nil {
+				if len(ls) != 4 {
+					return nil, "malformed link-selection sub-option"
+				}
+				a := netip.AddrFrom4([4]byte(ls))
+				if sn := s.subnetOf(a); sn != nil {
+					return sn, ""
+				}
+				return nil, "no subnet for link selection " + a.String()
+			}
+		}
+		if sn := s.subnetOf(gi); sn != nil {
+			return sn, ""
+		}
+		return nil, "no subnet for giaddr " + gi.String()
+	}
+	if ci, ok := addr4(req.ClientIPAddr); ok {
+		if sn := s.subnetOf(ci); sn != nil {
+			return sn, ""
+		}
+	}
+	if s.local == nil {
+		return nil, "no subnet contains ServerIP " + s.server.String() + " for direct clients"
+	}
+	return s.local, ""
+}
+
+func (s *Server) decide(req *dhcpv4.DHCPv4, sn *subnet, now time.Time) result {
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		return s.discover(req, now)
+		return s.discover(req, sn, now)
 	case dhcpv4.MessageTypeRequest:
-		return s.request(req, now)
+		return s.request(req, sn, now)
 	case dhcpv4.MessageTypeRelease:
 		return s.release(req)
 	case dhcpv4.MessageTypeDecline:
 		return s.decline(req, now)
 	case dhcpv4.MessageTypeInform:
-		return s.inform(req)
+		return s.inform(req, sn)
 	}
 	return ignored("not a client message type")
 }
 
 // discover answers DHCPDISCOVER with an offer (RFC 2131 section 4.3.1).
-func (s *Server) discover(req *dhcpv4.DHCPv4, now time.Time) decision {
+func (s *Server) discover(req *dhcpv4.DHCPv4, sn *subnet, now time.Time) result {
 	mac := req.ClientHWAddr.String()
 	requested, _ := addr4(req.RequestedIPAddress())
-	addr, ok, err := s.reserve(mac, requested, now)
-	switch {
-	case err != nil:
-		return decision{err: err}
-	case !ok:
+	s.mu.Lock()
+	addr, ok := s.pick(sn, mac, requested, now)
+	if !ok {
+		s.mu.Unlock()
 		return ignored("pool exhausted")
 	}
-	return s.leaseReply(req, dhcpv4.MessageTypeOffer, addr, "offered")
-}
-
-// reserve picks the address to offer mac and records the offer.
-func (s *Server) reserve(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	addr, ok := s.pick(mac, requested, now)
-	if !ok {
-		return addr, false, nil
-	}
+	var wait func() error
 	cur := s.byMAC[mac]
-	if cur != nil && cur.addr == addr && cur.state == StateBound && !cur.expired(now) {
-		// Keep the binding: a chain-loaded boot loader discovers again.
-		return addr, true, nil
+	// A bound client that discovers again (a chain-loaded boot loader)
+	// keeps its binding.
+	if cur == nil || cur.addr != addr || cur.state != StateBound || cur.expired(now) {
+		var prev *record // an expired record of another client for addr
+		if r := s.byAddr[addr]; r != cur {
+			prev = r
+		}
+		put := &record{mac: mac, addr: addr, expires: now.Add(sn.OfferTime), state: StateOffered}
+		wait = s.change(put, cur, prev)
 	}
-	var prev *record // an expired record of another client for addr
-	if r := s.byAddr[addr]; r != cur {
-		prev = r
-	}
-	put := &record{mac: mac, addr: addr, expires: now.Add(s.cfg.OfferTime), state: StateOffered}
-	return addr, true, s.commit(put, cur, prev)
+	s.mu.Unlock()
+	r := s.leaseReply(req, sn, dhcpv4.MessageTypeOffer, addr, "offered")
+	r.wait = wait
+	return r
 }
 
 // request answers DHCPREQUEST in every client state of RFC 2131 section
 // 4.3.2: SELECTING (option 54 set), INIT-REBOOT (option 50, no ciaddr) and
 // RENEWING or REBINDING (ciaddr).
-func (s *Server) request(req *dhcpv4.DHCPv4, now time.Time) decision {
+func (s *Server) request(req *dhcpv4.DHCPv4, sn *subnet, now time.Time) result {
 	mac := req.ClientHWAddr.String()
 	sid, selecting := addr4(req.ServerIdentifier())
 	if selecting && sid != s.server {
@@ -151,18 +224,20 @@ func (s *Server) request(req *dhcpv4.DHCPv4, now time.Time) decision {
 			return ignored("request names no address")
 		}
 	}
-	v, why, err := s.settle(mac, want, selecting, now)
-	switch {
-	case err != nil:
-		return decision{err: err}
-	case v == verdictAck:
-		return s.leaseReply(req, dhcpv4.MessageTypeAck, want, "acked")
-	case v == verdictNak:
-		return decision{reply: s.nak(req), msg: "nak", ip: want, reason: why}
+	s.mu.Lock()
+	v, why, wait := s.settle(sn, mac, want, selecting, now)
+	s.mu.Unlock()
+	switch v {
+	case verdictAck:
+		r := s.leaseReply(req, sn, dhcpv4.MessageTypeAck, want, "acked")
+		r.wait = wait
+		return r
+	case verdictNak:
+		return result{reply: s.newReply(req, dhcpv4.MessageTypeNak), outcome: "nak", ip: want, reason: why}
 	}
-	d := ignored(why)
-	d.ip = want
-	return d
+	r := ignored(why)
+	r.ip = want
+	return r
 }
 
 type verdict int
@@ -173,19 +248,29 @@ const (
 	verdictNak
 )
 
-// settle decides a request for want and binds the lease on an ack.
-func (s *Server) settle(mac string, want netip.Addr, selecting bool, now time.Time) (verdict, string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// settle decides a request for want on sn and binds the lease on an ack.
+// The caller holds s.mu.
+func (s *Server) settle(sn *subnet, mac string, want netip.Addr, selecting bool, now time.Time) (verdict, string, func() error) {
 	cur := s.byMAC[mac]
 	owner := s.byAddr[want]
 	taken := owner != nil && owner != cur && !owner.expired(now)
+	res, reserved := s.resByMAC[mac]
+	bind := func(drop ...*record) (verdict, string, func() error) {
+		put := &record{mac: mac, addr: want, expires: now.Add(sn.LeaseTime), state: StateBound}
+		return verdictAck, "", s.change(put, drop...)
+	}
 	switch {
-	case cur != nil && cur.addr == want && s.inRange(want):
-		put := &record{mac: mac, addr: want, expires: now.Add(s.cfg.LeaseTime), state: StateBound}
-		return verdictAck, "", s.commit(put, cur)
-	case !s.subnet.Contains(want):
-		return verdictNak, "address on wrong subnet", nil
+	case cur != nil && cur.addr == want && s.assignable(sn, want, mac):
+		return bind(cur)
+	case !sn.Prefix.Contains(want):
+		return verdictNak, "address not on subnet " + sn.name, nil
+	case reserved && res.IP == want && s.free(want, mac, now):
+		// The reservation is our record of the client, in every state.
+		var prev *record
+		if owner != cur {
+			prev = owner
+		}
+		return bind(cur, prev)
 	case !selecting && cur == nil && !taken:
 		// "If the DHCP server has no record of this client, then it MUST
 		// remain silent" (INIT-REBOOT); RENEWING and REBINDING alike.
@@ -203,25 +288,22 @@ func (s *Server) settle(mac string, want netip.Addr, selecting bool, now time.Ti
 
 // withdraw releases our offer to a client that chose server sid (RFC 2131
 // section 4.3.2, SELECTING). A bound lease is kept.
-func (s *Server) withdraw(mac string, sid netip.Addr) decision {
-	d := ignored("client chose another server")
-	d.reason = "server " + sid.String()
+func (s *Server) withdraw(mac string, sid netip.Addr) result {
+	r := ignored("client chose server " + sid.String())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.byMAC[mac]
 	if cur == nil || cur.state != StateOffered {
-		return d
+		return r
 	}
-	if err := s.commit(nil, cur); err != nil {
-		return decision{err: err}
-	}
-	d.ip = cur.addr
-	d.reason += ", offer released"
-	return d
+	r.wait = s.change(nil, cur)
+	r.ip = cur.addr
+	r.reason += ", offer released"
+	return r
 }
 
 // release frees the client's lease (RFC 2131 section 4.3.4). No reply.
-func (s *Server) release(req *dhcpv4.DHCPv4) decision {
+func (s *Server) release(req *dhcpv4.DHCPv4) result {
 	if sid, ok := addr4(req.ServerIdentifier()); ok && sid != s.server {
 		return ignored("release for another server")
 	}
@@ -230,19 +312,16 @@ func (s *Server) release(req *dhcpv4.DHCPv4) decision {
 	defer s.mu.Unlock()
 	cur := s.byMAC[req.ClientHWAddr.String()]
 	if cur == nil || cur.addr != addr {
-		d := ignored("no lease to release")
-		d.ip = addr
-		return d
+		r := ignored("no lease to release")
+		r.ip = addr
+		return r
 	}
-	if err := s.commit(nil, cur); err != nil {
-		return decision{err: err}
-	}
-	return decision{msg: "released", ip: addr}
+	return result{outcome: "released", ip: addr, wait: s.change(nil, cur)}
 }
 
 // decline takes an address the client found in use out of the pool for
 // declineHold (RFC 2131 section 4.3.3). No reply.
-func (s *Server) decline(req *dhcpv4.DHCPv4, now time.Time) decision {
+func (s *Server) decline(req *dhcpv4.DHCPv4, now time.Time) result {
 	if sid, ok := addr4(req.ServerIdentifier()); ok && sid != s.server {
 		return ignored("decline for another server")
 	}
@@ -252,25 +331,23 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, now time.Time) decision {
 	defer s.mu.Unlock()
 	cur := s.byMAC[mac]
 	if cur == nil || cur.addr != addr {
-		d := ignored("no lease to decline")
-		d.ip = addr
-		return d
+		r := ignored("no lease to decline")
+		r.ip = addr
+		return r
 	}
 	put := &record{mac: mac, addr: addr, expires: now.Add(declineHold), state: StateDeclined}
-	if err := s.commit(put, cur); err != nil {
-		return decision{err: err}
-	}
-	return decision{msg: "declined", ip: addr, reason: "address in use, held for " + declineHold.String()}
+	return result{outcome: "declined", ip: addr, reason: "address in use, held for " + declineHold.String(),
+		wait: s.change(put, cur)}
 }
 
 // inform acknowledges DHCPINFORM with configuration only: no yiaddr, no
 // lease time, and no lease check (RFC 2131 section 4.3.5).
-func (s *Server) inform(req *dhcpv4.DHCPv4) decision {
+func (s *Server) inform(req *dhcpv4.DHCPv4, sn *subnet) result {
 	resp := s.newReply(req, dhcpv4.MessageTypeAck)
 	ci, _ := addr4(req.ClientIPAddr)
 	resp.ClientIPAddr = ipOf(ci)
-	s.addConfig(resp, false)
+	s.addConfig(resp, sn, false)
 	b := s.bootFor(req)
 	b.apply(resp, s.server)
-	return decision{reply: resp, msg: "informed", ip: ci, bootfile: b.file}
+	return result{reply: resp, outcome: "informed", ip: ci, bootfile: b.file, reason: b.reason}
 }

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -369,5 +370,47 @@ func TestConcurrentClients(t *testing.T) {
 			t.Errorf("address %s acked twice: %v", a, acks)
 		}
 		seen[a] = true
+	}
+}
+
+// TestStorm: 400 clients run DORA at once (a rack powering on): every one
+// is acked a different address, and all of them are on disk.
+func TestStorm(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Subnets[0].Pools = []Pool{{netip.MustParseAddr("10.77.0.10"), netip.MustParseAddr("10.77.3.250")}}
+		c.Subnets[0].Prefix = netip.MustParsePrefix("10.77.0.0/22")
+	})
+	const n = 400
+	acks := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			mac := fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff)
+			offer, err := e.s.Handle(packet(t, dhcpv4.MessageTypeDiscover, mac))
+			if err != nil || offer == nil {
+				t.Errorf("DISCOVER %s: %v, %v", mac, offer, err)
+				return
+			}
+			ack, err := e.s.Handle(packet(t, dhcpv4.MessageTypeRequest, mac,
+				withRequested(offer.YourIPAddr), withServerID(testServerIP)))
+			if err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+				t.Errorf("REQUEST %s: %v, %v", mac, summarize(ack), err)
+				return
+			}
+			acks[i] = ack.YourIPAddr.String()
+		})
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for i, a := range acks {
+		if j, dup := seen[a]; dup {
+			t.Errorf("address %s acked to clients %d and %d", a, j, i)
+		}
+		seen[a] = i
+	}
+	before := e.s.Leases()
+	e.restart()
+	if diff := cmp.Diff(before, e.s.Leases()); diff != "" || len(before) != n {
+		t.Errorf("%d leases; after restart (-before +after):\n%s", len(before), diff)
 	}
 }

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -15,9 +16,8 @@ import (
 
 var (
 	testServerIP = net.IPv4(10, 77, 0, 1).To4()
-	testSubnet   = &net.IPNet{IP: net.IPv4(10, 77, 0, 0).To4(), Mask: net.CIDRMask(24, 32)}
-	testStart    = net.IPv4(10, 77, 0, 100).To4()
-	testEnd      = net.IPv4(10, 77, 0, 109).To4() // ten addresses
+	testPrefix   = netip.MustParsePrefix("10.77.0.0/24")
+	testPool     = Pool{netip.MustParseAddr("10.77.0.100"), netip.MustParseAddr("10.77.0.109")} // ten addresses
 	testEpoch    = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 )
 
@@ -54,17 +54,18 @@ func scriptURL(mac net.HardwareAddr) string {
 
 func testConfig(t testing.TB, st store.Store, clk *clock) Config {
 	return Config{
-		Interface:  "kiln0",
-		ServerIP:   testServerIP,
-		Subnet:     testSubnet,
-		RangeStart: testStart,
-		RangeEnd:   testEnd,
-		Router:     testServerIP,
-		DNS:        []net.IP{net.IPv4(10, 77, 0, 53)},
-		Boot:       Boot{ScriptURL: scriptURL, HTTPBootURL: httpBootURL},
-		Leases:     st,
-		Log:        testLogger(t),
-		Now:        clk.Now,
+		Interface: "kiln0",
+		ServerIP:  testServerIP,
+		Subnets: []Subnet{{
+			Prefix: testPrefix,
+			Pools:  []Pool{testPool},
+			Router: netip.MustParseAddr("10.77.0.1"),
+			DNS:    []netip.Addr{netip.MustParseAddr("10.77.0.53")},
+		}},
+		Boot:   Boot{ScriptURL: scriptURL, HTTPBootURL: httpBootURL},
+		Leases: st,
+		Log:    testLogger(t),
+		Now:    clk.Now,
 	}
 }
 

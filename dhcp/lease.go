@@ -29,11 +29,13 @@ func (r *record) lease() Lease {
 
 func (r *record) expired(now time.Time) bool { return !now.Before(r.expires) }
 
-// load reads every lease from the store. Malformed records are skipped with a
-// warning; of two records for one MAC the one that expires later wins.
+// load reads every lease from the store into fresh tables. Malformed
+// records are skipped with a warning; of two records for one MAC the one
+// that expires later wins. The caller holds s.mu or has the Server to
+// itself.
 func (s *Server) load() error {
-	s.byAddr = make(map[netip.Addr]*record)
-	s.byMAC = make(map[string]*record)
+	byAddr := make(map[netip.Addr]*record)
+	byMAC := make(map[string]*record)
 	var recs []*record
 	err := s.cfg.Leases.View(func(tx store.Tx) error {
 		return tx.ForEach(leaseBucket, func(key string, value []byte) error {
@@ -52,15 +54,29 @@ func (s *Server) load() error {
 	slices.SortFunc(recs, func(a, b *record) int { return a.expires.Compare(b.expires) })
 	for _, r := range recs {
 		if r.state != StateDeclined {
-			if old := s.byMAC[r.mac]; old != nil {
-				delete(s.byAddr, old.addr)
+			if old := byMAC[r.mac]; old != nil {
+				delete(byAddr, old.addr)
 			}
-			s.byMAC[r.mac] = r
+			byMAC[r.mac] = r
 		}
-		s.byAddr[r.addr] = r
+		byAddr[r.addr] = r
 	}
-	s.log.Info("loaded dhcp leases", "count", len(s.byAddr))
+	s.byAddr, s.byMAC = byAddr, byMAC
+	s.resetHints()
+	s.log.Info("loaded dhcp leases", "count", len(byAddr))
 	return nil
+}
+
+// recoverTables brings the tables back in line with the store after a
+// failed write: it waits, holding s.mu so that nothing new is enqueued,
+// until every write enqueued before is durable or failed, then reloads.
+func (s *Server) recoverTables() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.commits.enqueue(nil)() // a failure here is the same failure
+	if err := s.load(); err != nil {
+		s.log.Error("reloading dhcp leases after a failed write", "err", err)
+	}
 }
 
 func decodeLease(key string, value []byte) (*record, error) {
@@ -84,47 +100,151 @@ func decodeLease(key string, value []byte) (*record, error) {
 	return &record{mac: mac.String(), addr: a, expires: l.Expires, state: l.State}, nil
 }
 
-// free reports whether addr may be given to mac. The caller holds s.mu.
+// reservedForOther reports whether addr is reserved for a MAC other than mac.
+func (s *Server) reservedForOther(addr netip.Addr, mac string) bool {
+	r, ok := s.resByIP[addr]
+	return ok && r.MAC.String() != mac
+}
+
+// free reports whether addr may be given to mac: not reserved for another
+// MAC and not held by another client's unexpired record or by mac's own
+// decline. The caller holds s.mu.
 func (s *Server) free(addr netip.Addr, mac string, now time.Time) bool {
+	if s.reservedForOther(addr, mac) {
+		return false
+	}
 	r := s.byAddr[addr]
 	return r == nil || r.expired(now) || (r.mac == mac && r.state != StateDeclined)
 }
 
-// pick chooses the address to offer mac (RFC 2131 section 4.3.1): its current
-// or previous address, else the requested one if free, else the lowest free
-// address of the pool. The caller holds s.mu.
-func (s *Server) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
-	if r := s.byMAC[mac]; r != nil && s.inRange(r.addr) {
+// assignable reports whether mac may hold addr on subnet sn: addr is mac's
+// reservation in sn, or lies in one of sn's pools and is not reserved for
+// another MAC.
+func (s *Server) assignable(sn *subnet, addr netip.Addr, mac string) bool {
+	if r, ok := s.resByMAC[mac]; ok && r.IP == addr {
+		return sn.Prefix.Contains(addr)
+	}
+	return sn.inPools(addr) && !s.reservedForOther(addr, mac)
+}
+
+// pick chooses the address to offer mac on sn (RFC 2131 section 4.3.1): its
+// reservation, else its current or previous address, else the requested one
+// if free, else the lowest free address of sn's pools. The caller holds
+// s.mu.
+func (s *Server) pick(sn *subnet, mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
+	if r, ok := s.resByMAC[mac]; ok && sn.Prefix.Contains(r.IP) && s.free(r.IP, mac, now) {
+		return r.IP, true
+	}
+	if r := s.byMAC[mac]; r != nil && s.assignable(sn, r.addr, mac) {
 		return r.addr, true
 	}
-	if s.inRange(requested) && s.free(requested, mac, now) {
+	if s.assignable(sn, requested, mac) && s.free(requested, mac, now) {
 		return requested, true
 	}
-	for a := s.start; s.inRange(a); a = a.Next() {
-		if s.free(a, mac, now) {
-			return a, true
+	for i, p := range sn.Pools {
+		h := &sn.hints[i]
+		a := p.Start
+		if h.next.IsValid() && now.Before(h.until) {
+			a = h.next
+		} else {
+			*h = poolHint{until: farFuture}
 		}
+		for ; p.Contains(a); a = a.Next() {
+			if s.free(a, mac, now) {
+				h.next = a
+				return a, true
+			}
+			if r := s.byAddr[a]; r != nil && r.expires.Before(h.until) {
+				h.until = r.expires
+			}
+		}
+		h.next = a // the whole pool is taken
 	}
 	return netip.Addr{}, false
 }
 
-// commit writes put (if not nil) and deletes the records in drop in one store
-// transaction, then applies the same change to the tables. On error neither
-// changes. The caller holds s.mu.
-func (s *Server) commit(put *record, drop ...*record) error {
+// farFuture is the expiry of a hint over no records.
+var farFuture = time.Unix(1<<62, 0)
+
+// poolHint speeds up the search for the lowest free address of a pool:
+// every address from the pool's start up to next (excluded) is held by
+// another client's record or reserved, and stays so until until, the
+// earliest expiry of those records, unless one is deleted (see touch).
+// Hints live in their subnet and are guarded by s.mu.
+type poolHint struct {
+	next  netip.Addr // zero: no hint
+	until time.Time
+}
+
+// touch keeps the hints true when the record at addr changes: a deletion
+// may free an address a hint skips, a put may expire sooner. The caller
+// holds s.mu.
+func (s *Server) touch(addr netip.Addr, put *record) {
+	sn := s.subnetOf(addr)
+	if sn == nil {
+		return
+	}
+	for i, p := range sn.Pools {
+		h := &sn.hints[i]
+		if !p.Contains(addr) || !h.next.IsValid() || !addr.Less(h.next) {
+			continue
+		}
+		if put == nil {
+			*h = poolHint{}
+		} else if put.expires.Before(h.until) {
+			h.until = put.expires
+		}
+	}
+}
+
+// resetHints forgets every hint, after the tables were reloaded. The
+// caller holds s.mu or has the Server to itself.
+func (s *Server) resetHints() {
+	for _, sn := range s.subnets {
+		clear(sn.hints)
+	}
+}
+
+// change applies put (if not nil) and the deletion of the records in drop
+// to the tables at once, and enqueues the same change to the store, in one
+// transaction. The caller holds s.mu and calls the returned wait after
+// releasing it; if wait fails, the caller calls recoverTables.
+func (s *Server) change(put *record, drop ...*record) (wait func() error) {
 	var value []byte
 	if put != nil {
 		var err error
 		if value, err = json.Marshal(put.lease()); err != nil {
-			return fmt.Errorf("encoding lease %s: %w", put.addr, err)
+			return func() error { return fmt.Errorf("encoding lease %s: %w", put.addr, err) }
 		}
 	}
-	err := s.cfg.Leases.Update(func(tx store.Tx) error {
-		for _, r := range drop {
-			if r == nil {
-				continue
+	var dels []netip.Addr
+	for _, r := range drop {
+		if r == nil {
+			continue
+		}
+		if put == nil || r.addr != put.addr {
+			dels = append(dels, r.addr)
+		}
+		if s.byAddr[r.addr] == r {
+			delete(s.byAddr, r.addr)
+			if put == nil || r.addr != put.addr {
+				s.touch(r.addr, nil)
 			}
-			if err := tx.Delete(leaseBucket, r.addr.String()); err != nil {
+		}
+		if s.byMAC[r.mac] == r {
+			delete(s.byMAC, r.mac)
+		}
+	}
+	if put != nil {
+		s.touch(put.addr, put)
+		s.byAddr[put.addr] = put
+		if put.state != StateDeclined {
+			s.byMAC[put.mac] = put
+		}
+	}
+	durable := s.commits.enqueue(func(tx store.Tx) error {
+		for _, a := range dels {
+			if err := tx.Delete(leaseBucket, a.String()); err != nil {
 				return err
 			}
 		}
@@ -133,27 +253,12 @@ func (s *Server) commit(put *record, drop ...*record) error {
 		}
 		return tx.Put(leaseBucket, put.addr.String(), value)
 	})
-	if err != nil {
-		return fmt.Errorf("persisting dhcp lease: %w", err)
+	return func() error {
+		if err := durable(); err != nil {
+			return fmt.Errorf("persisting dhcp lease: %w", err)
+		}
+		return nil
 	}
-	for _, r := range drop {
-		if r == nil {
-			continue
-		}
-		if s.byAddr[r.addr] == r {
-			delete(s.byAddr, r.addr)
-		}
-		if s.byMAC[r.mac] == r {
-			delete(s.byMAC, r.mac)
-		}
-	}
-	if put != nil {
-		s.byAddr[put.addr] = put
-		if put.state != StateDeclined {
-			s.byMAC[put.mac] = put
-		}
-	}
-	return nil
 }
 
 // Leases returns a snapshot of every lease record, including expired and
@@ -169,6 +274,64 @@ func (s *Server) Leases() []Lease {
 	out := make([]Lease, len(recs))
 	for i, r := range recs {
 		out[i] = r.lease()
+		if res, ok := s.resByIP[r.addr]; ok && res.MAC.String() == r.mac {
+			out[i].Hostname = res.Hostname
+		}
+	}
+	return out
+}
+
+// LeaseFor returns the current lease of ip: an unexpired offered or bound
+// record, else its reservation (State StateReserved, zero Expires). It is
+// how an IP address seen elsewhere (a TFTP or HTTP request) is mapped to a
+// MAC.
+func (s *Server) LeaseFor(ip net.IP) (Lease, bool) {
+	a, ok := addr4(ip)
+	if !ok {
+		return Lease{}, false
+	}
+	res, reserved := s.resByIP[a]
+	s.mu.Lock()
+	r := s.byAddr[a]
+	s.mu.Unlock()
+	if r != nil && r.state != StateDeclined && !r.expired(s.now()) {
+		l := r.lease()
+		if reserved && res.MAC.String() == r.mac {
+			l.Hostname = res.Hostname
+		}
+		return l, true
+	}
+	if reserved {
+		return Lease{MAC: res.MAC.String(), IP: a.String(), State: StateReserved, Hostname: res.Hostname}, true
+	}
+	return Lease{}, false
+}
+
+// Usage reports, per pool, its size and the addresses offered or bound and
+// not expired. Reserved addresses count only while leased.
+func (s *Server) Usage() []PoolUsage {
+	now := s.now()
+	var out []PoolUsage
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sn := range s.subnets {
+		for _, p := range sn.Pools {
+			u := PoolUsage{Subnet: sn.name, Pool: p.String(), Size: p.Size()}
+			if len(s.byAddr) < u.Size {
+				for a, r := range s.byAddr {
+					if p.Contains(a) && r.state != StateDeclined && !r.expired(now) {
+						u.InUse++
+					}
+				}
+			} else {
+				for a := p.Start; p.Contains(a); a = a.Next() {
+					if r := s.byAddr[a]; r != nil && r.state != StateDeclined && !r.expired(now) {
+						u.InUse++
+					}
+				}
+			}
+			out = append(out, u)
+		}
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -31,44 +32,66 @@ func (s *Server) newReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DHC
 	return resp
 }
 
-// addConfig adds the subnet mask (option 1), router (3), DNS servers (6) and,
-// if withLease, the lease time (51).
-func (s *Server) addConfig(resp *dhcpv4.DHCPv4, withLease bool) {
-	resp.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(s.subnet.Bits(), 32)))
-	if s.cfg.Router != nil {
-		resp.UpdateOption(dhcpv4.OptRouter(s.cfg.Router.To4()))
+// finishReply adds what every reply to a relayed request carries (RFC 2131
+// section 4.1, RFC 3046 section 2.2): giaddr, option 82 echoed byte for
+// byte, and for a DHCPNAK the broadcast bit, so the relay broadcasts it.
+func (s *Server) finishReply(req, resp *dhcpv4.DHCPv4) {
+	gi, relayed := addr4(req.GatewayIPAddr)
+	if !relayed {
+		return
 	}
-	if len(s.cfg.DNS) > 0 {
-		dns := make([]net.IP, len(s.cfg.DNS))
-		for i, ip := range s.cfg.DNS {
-			dns[i] = ip.To4()
-		}
-		resp.UpdateOption(dhcpv4.OptDNS(dns...))
+	resp.GatewayIPAddr = ipOf(gi)
+	if rai := req.Options.Get(dhcpv4.OptionRelayAgentInformation); rai != nil {
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, rai))
 	}
-	if withLease {
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(s.cfg.LeaseTime))
+	if resp.MessageType() == dhcpv4.MessageTypeNak {
+		resp.SetBroadcast()
 	}
 }
 
-// leaseReply builds an OFFER or ACK of addr (RFC 2131 section 4.3.1 table 3)
-// with configuration and boot information. kind names the decision.
-func (s *Server) leaseReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, addr netip.Addr, kind string) decision {
+// addConfig adds sn's configuration: the subnet mask (option 1), router (3),
+// DNS servers (6), domain (15) and, if withLease, the lease time (51) with
+// T1 (58) at 1/2 and T2 (59) at 7/8 of it (RFC 2131 section 4.4.5).
+func (s *Server) addConfig(resp *dhcpv4.DHCPv4, sn *subnet, withLease bool) {
+	resp.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(sn.Prefix.Bits(), 32)))
+	if sn.Router.IsValid() {
+		resp.UpdateOption(dhcpv4.OptRouter(ipOf(sn.Router)))
+	}
+	if len(sn.DNS) > 0 {
+		dns := make([]net.IP, len(sn.DNS))
+		for i, a := range sn.DNS {
+			dns[i] = ipOf(a)
+		}
+		resp.UpdateOption(dhcpv4.OptDNS(dns...))
+	}
+	if sn.Domain != "" {
+		resp.UpdateOption(dhcpv4.OptDomainName(sn.Domain))
+	}
+	if withLease {
+		lt := sn.LeaseTime.Truncate(time.Second)
+		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
+		resp.UpdateOption(dhcpv4.OptRenewTimeValue((lt / 2).Truncate(time.Second)))
+		resp.UpdateOption(dhcpv4.OptRebindingTimeValue((lt / 8 * 7).Truncate(time.Second)))
+	}
+}
+
+// leaseReply builds an OFFER or ACK of addr on sn (RFC 2131 section 4.3.1
+// table 3) with configuration, the reservation's host name (option 12) and
+// boot information. kind names the decision.
+func (s *Server) leaseReply(req *dhcpv4.DHCPv4, sn *subnet, mt dhcpv4.MessageType, addr netip.Addr, kind string) result {
 	resp := s.newReply(req, mt)
 	resp.YourIPAddr = ipOf(addr)
 	if mt == dhcpv4.MessageTypeAck {
 		ci, _ := addr4(req.ClientIPAddr)
 		resp.ClientIPAddr = ipOf(ci)
 	}
-	s.addConfig(resp, true)
+	s.addConfig(resp, sn, true)
+	if r, ok := s.resByIP[addr]; ok && r.Hostname != "" && r.MAC.String() == req.ClientHWAddr.String() {
+		resp.UpdateOption(dhcpv4.OptHostName(r.Hostname))
+	}
 	b := s.bootFor(req)
 	b.apply(resp, s.server)
-	return decision{reply: resp, msg: kind, ip: addr, reason: b.reason, bootfile: b.file, event: kind}
-}
-
-// nak builds a DHCPNAK: no addresses, no configuration, no boot information
-// (RFC 2131 section 4.3.2 and table 3).
-func (s *Server) nak(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	return s.newReply(req, dhcpv4.MessageTypeNak)
+	return result{reply: resp, outcome: kind, ip: addr, reason: b.reason, bootfile: b.file, event: kind}
 }
 
 // ipOf converts an address for dhcpv4; the zero Addr becomes 0.0.0.0.
