@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 
@@ -31,7 +32,11 @@ const (
 	raFlagManaged   = 0x80
 	raFlagOther     = 0x40
 	ndOptSourceLLA  = 1 // section 4.6.1
+	ndOptPrefixInfo = 3 // section 4.6.2
 	ndOptUnitLength = 8 // option lengths count 8-octet units
+	prefixInfoLen   = 32
+	prefixFlagL     = 0x80 // on-link
+	prefixFlagA     = 0x40 // autonomous address configuration
 )
 
 // minRAGap is the shortest time between two advertisements sent in reply to
@@ -55,13 +60,41 @@ type RAConfig struct {
 	// Log receives one Info line when advertising starts and Debug lines per
 	// packet; nil discards.
 	Log *slog.Logger
+	// Managed and Other set the M and O flags (RFC 4861 section 4.2):
+	// addresses, or other configuration only, come from DHCPv6. kiln's
+	// DHCPv6 server wants Managed.
+	Managed, Other bool
+	// Prefixes are sent as Prefix Information options (section 4.6.2). A
+	// UEFI HTTP Boot client over IPv6 needs the on-link prefix of the
+	// server's address: EDK2 looks up a route to the boot server before
+	// it connects, and without an on-link prefix it has none.
+	Prefixes []RAPrefix
 }
+
+// RAPrefix is one Prefix Information option of a Router Advertisement.
+type RAPrefix struct {
+	// Prefix is the advertised prefix, e.g. fd77::/64.
+	Prefix netip.Prefix
+	// OnLink (the L flag) says addresses in Prefix are reachable directly.
+	OnLink bool
+	// Autonomous (the A flag) lets hosts form addresses in Prefix by
+	// SLAAC. Leave it clear when DHCPv6 hands out the addresses.
+	Autonomous bool
+	// ValidLifetime and PreferredLifetime of the prefix; zero means
+	// DefaultRAPrefixLifetime and the valid lifetime.
+	ValidLifetime, PreferredLifetime time.Duration
+}
+
+// DefaultRAPrefixLifetime is the valid lifetime of an advertised prefix
+// whose RAPrefix.ValidLifetime is zero.
+const DefaultRAPrefixLifetime = 24 * time.Hour
 
 // ServeRA sends ICMPv6 Router Advertisements (RFC 4861 section 4.2) on
 // cfg.Interface, so that iPXE finishes IPv6 autoconfiguration at once
 // instead of waiting ~14 s for a router. Each has router lifetime 0 (kiln is
-// not a router: hosts must not use it as default gateway), M and O flags
-// clear, no prefix information and a source link-layer address option. They
+// not a router: hosts must not use it as default gateway), the M and O
+// flags of cfg (clear by default), a Prefix Information option for each of
+// cfg.Prefixes (none by default) and a source link-layer address option. They
 // go to ff02::1 with hop limit 255 (section 6.1.2) from the interface's
 // link-local address, every Interval and in reply to Router Solicitations
 // (section 6.2.6).
@@ -75,7 +108,12 @@ func ServeRA(ctx context.Context, cfg RAConfig) error {
 	if cfg.Interface == "" {
 		return errors.New("router advertisements: no interface given")
 	}
-	a := &advertiser{name: cfg.Interface, interval: cfg.Interval, log: cfg.Log}
+	prefixes, err := raPrefixes(cfg.Prefixes)
+	if err != nil {
+		return err
+	}
+	a := &advertiser{name: cfg.Interface, interval: cfg.Interval, log: cfg.Log,
+		managed: cfg.Managed, other: cfg.Other, prefixes: prefixes}
 	if a.interval <= 0 {
 		a.interval = DefaultRAInterval
 	}
@@ -144,6 +182,10 @@ type advertiser struct {
 	interval time.Duration
 	log      *slog.Logger
 	conn     *ipv6.PacketConn
+
+	managed  bool
+	other    bool
+	prefixes []prefixInfo
 
 	src     net.IP    // the address the last RA came from
 	last    time.Time // when the last RA was sent
@@ -308,7 +350,7 @@ func (a *advertiser) advertise(reason string) error {
 		}
 		return nil
 	}
-	msg := routerAdvert{SourceLLA: ifi.HardwareAddr}.marshal()
+	msg := routerAdvert{SourceLLA: ifi.HardwareAddr, Managed: a.managed, Other: a.other, Prefixes: a.prefixes}.marshal()
 	cm := &ipv6.ControlMessage{HopLimit: ndHopLimit, Src: src, IfIndex: ifi.Index}
 	if _, err := a.conn.WriteTo(msg, cm, &net.IPAddr{IP: allNodes}); err != nil {
 		// The address or link can vanish between lookup and send; the
@@ -323,15 +365,16 @@ func (a *advertiser) advertise(reason string) error {
 	a.last = time.Now()
 	if !src.Equal(a.src) {
 		a.log.Info("sending router advertisements", "src", src, "mac", ifi.HardwareAddr.String(),
-			"interval", a.interval, "router_lifetime", 0)
+			"interval", a.interval, "router_lifetime", 0, "managed", a.managed, "other", a.other,
+			"prefixes", len(a.prefixes))
 		a.src = src
 	}
 	a.log.Debug("sent router advertisement", "reason", reason)
 	return nil
 }
 
-// routerAdvert is a Router Advertisement (RFC 4861 section 4.2) with the one
-// option kiln sends. Unknown options are skipped when parsing.
+// routerAdvert is a Router Advertisement (RFC 4861 section 4.2) with the
+// options kiln sends. Unknown options are skipped when parsing.
 type routerAdvert struct {
 	CurHopLimit    uint8 // 0: unspecified
 	Managed, Other bool  // M and O flags
@@ -339,6 +382,51 @@ type routerAdvert struct {
 	ReachableTime  uint32 // milliseconds
 	RetransTimer   uint32 // milliseconds
 	SourceLLA      net.HardwareAddr
+	Prefixes       []prefixInfo
+}
+
+// prefixInfo is a Prefix Information option (section 4.6.2).
+type prefixInfo struct {
+	Prefix             netip.Prefix
+	OnLink, Autonomous bool
+	ValidLifetime      uint32 // seconds; 0xffffffff is infinity
+	PreferredLifetime  uint32
+}
+
+// Equal reports whether p and q are the same option; go-cmp uses it, as
+// netip.Prefix has unexported fields.
+func (p prefixInfo) Equal(q prefixInfo) bool { return p == q }
+
+// raPrefixes validates and converts RAConfig.Prefixes.
+func raPrefixes(ps []RAPrefix) ([]prefixInfo, error) {
+	var out []prefixInfo
+	for _, p := range ps {
+		if !p.Prefix.IsValid() || !p.Prefix.Addr().Is6() || p.Prefix.Addr().Is4In6() {
+			return nil, fmt.Errorf("router advertisements: prefix %s is not an IPv6 prefix", p.Prefix)
+		}
+		valid, preferred := p.ValidLifetime, p.PreferredLifetime
+		if valid == 0 {
+			valid = DefaultRAPrefixLifetime
+		}
+		if preferred == 0 {
+			preferred = valid
+		}
+		if valid < 0 || preferred < 0 || preferred > valid {
+			return nil, fmt.Errorf("router advertisements: prefix %s: preferred lifetime %s must be within valid lifetime %s",
+				p.Prefix, preferred, valid)
+		}
+		out = append(out, prefixInfo{Prefix: p.Prefix.Masked(), OnLink: p.OnLink, Autonomous: p.Autonomous,
+			ValidLifetime: seconds32(valid), PreferredLifetime: seconds32(preferred)})
+	}
+	return out, nil
+}
+
+// seconds32 converts d to whole seconds, capped at 0xffffffff (infinity).
+func seconds32(d time.Duration) uint32 {
+	if s := d / time.Second; s < 1<<32-1 {
+		return uint32(s)
+	}
+	return 1<<32 - 1
 }
 
 // marshal returns the ICMPv6 message with a zero checksum: the kernel fills
@@ -359,7 +447,28 @@ func (ra routerAdvert) marshal() []byte {
 	if len(ra.SourceLLA) > 0 {
 		b = appendLLAOption(b, ndOptSourceLLA, ra.SourceLLA)
 	}
+	for _, p := range ra.Prefixes {
+		b = appendPrefixOption(b, p)
+	}
 	return b
+}
+
+// appendPrefixOption appends a Prefix Information option (section 4.6.2).
+func appendPrefixOption(b []byte, p prefixInfo) []byte {
+	opt := make([]byte, prefixInfoLen)
+	opt[0], opt[1] = ndOptPrefixInfo, prefixInfoLen/ndOptUnitLength
+	opt[2] = byte(p.Prefix.Bits())
+	if p.OnLink {
+		opt[3] |= prefixFlagL
+	}
+	if p.Autonomous {
+		opt[3] |= prefixFlagA
+	}
+	binary.BigEndian.PutUint32(opt[4:], p.ValidLifetime)
+	binary.BigEndian.PutUint32(opt[8:], p.PreferredLifetime)
+	a := p.Prefix.Masked().Addr().As16()
+	copy(opt[16:], a[:])
+	return append(b, opt...)
 }
 
 // appendLLAOption appends a link-layer address option (section 4.6.1),
@@ -392,7 +501,25 @@ func parseRA(b []byte) (routerAdvert, error) {
 		return ra, fmt.Errorf("router advertisement: %w", err)
 	}
 	ra.SourceLLA = lla
+	ra.Prefixes = parsePrefixes(b[raHeaderLen:])
 	return ra, nil
+}
+
+// parsePrefixes returns the well-formed Prefix Information options of
+// options that sourceLLA has validated.
+func parsePrefixes(opts []byte) []prefixInfo {
+	var out []prefixInfo
+	for len(opts) >= 2 && opts[1] != 0 && int(opts[1])*ndOptUnitLength <= len(opts) {
+		n := int(opts[1]) * ndOptUnitLength
+		if opts[0] == ndOptPrefixInfo && n == prefixInfoLen && opts[2] <= 128 {
+			p := netip.PrefixFrom(netip.AddrFrom16([16]byte(opts[16:32])), int(opts[2]))
+			out = append(out, prefixInfo{Prefix: p.Masked(), OnLink: opts[3]&prefixFlagL != 0,
+				Autonomous: opts[3]&prefixFlagA != 0, ValidLifetime: binary.BigEndian.Uint32(opts[4:]),
+				PreferredLifetime: binary.BigEndian.Uint32(opts[8:])})
+		}
+		opts = opts[n:]
+	}
+	return out
 }
 
 // parseRS validates a Router Solicitation from src (section 6.1.1, apart

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -471,4 +472,34 @@ func TestServeRAInNetns(t *testing.T) {
 			t.Errorf("ServeRA after its interface was deleted = %v, want an error naming it", err)
 		}
 	})
+}
+
+// TestServeRAManagedPrefixInNetns checks the advertisement kiln sends for
+// DHCPv6 clients: M flag and an on-link prefix, as a host receives it.
+func TestServeRAManagedPrefixInNetns(t *testing.T) {
+	n := newRANS(t)
+	n.veth(t, "ra-m0", "ra-m1", true)
+	srv, srvLL := n.iface(t, "ra-m0")
+	n.iface(t, "ra-m1")
+	cl := n.listen(t, "ra-m1")
+	prefix := netip.MustParsePrefix("fd77::/64")
+	run := n.serve(t, RAConfig{Interface: srv.Name, Interval: 500 * time.Millisecond, Managed: true,
+		Prefixes: []RAPrefix{{Prefix: prefix, OnLink: true, ValidLifetime: time.Hour}}})
+	r := cl.next(2 * time.Second)
+	if r == nil {
+		t.Fatal("no advertisement within 2s")
+	}
+	want := routerAdvert{Managed: true, SourceLLA: srv.HardwareAddr, Prefixes: []prefixInfo{{
+		Prefix: prefix, OnLink: true, ValidLifetime: 3600, PreferredLifetime: 3600}}}
+	if diff := cmp.Diff(want, r.ra); diff != "" {
+		t.Errorf("router advertisement (-want +got):\n%s", diff)
+	}
+	if !r.src.Equal(srvLL) || r.hopLimit != ndHopLimit {
+		t.Errorf("source %v hop limit %d, want %v and 255", r.src, r.hopLimit, srvLL)
+	}
+	run.running(t)
+	if err := ServeRA(context.Background(), RAConfig{Interface: srv.Name,
+		Prefixes: []RAPrefix{{Prefix: netip.MustParsePrefix("10.0.0.0/8")}}}); err == nil {
+		t.Error("ServeRA with an IPv4 prefix succeeded, want error")
+	}
 }

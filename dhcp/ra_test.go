@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/icmp"
@@ -211,6 +213,62 @@ func TestServeRAConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := ServeRA(context.Background(), tc.cfg); err == nil {
 				t.Errorf("ServeRA(%+v) = nil, want error", tc.cfg)
+			}
+		})
+	}
+}
+
+func TestRouterAdvertPrefixMarshal(t *testing.T) {
+	ra := routerAdvert{Managed: true, Prefixes: []prefixInfo{{
+		Prefix: netip.MustParsePrefix("fd77::/64"), OnLink: true, ValidLifetime: 86400, PreferredLifetime: 3600,
+	}}}
+	got := ra.marshal()
+	want := []byte{
+		134, 0, 0, 0,
+		0, 0x80, 0, 0, // M set, O clear, router lifetime 0
+		0, 0, 0, 0,
+		0, 0, 0, 0,
+		3, 4, 64, 0x80, // prefix information, 4 units, /64, L set, A clear
+		0, 1, 0x51, 0x80, // valid lifetime 86400
+		0, 0, 0x0e, 0x10, // preferred lifetime 3600
+		0, 0, 0, 0, // reserved
+		0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("marshal() = % x, want % x", got, want)
+	}
+	again, err := parseRA(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(ra, again); diff != "" {
+		t.Errorf("parseRA(marshal()) (-want +got):\n%s", diff)
+	}
+}
+
+func TestRAPrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      []RAPrefix
+		want    []prefixInfo
+		wantErr bool
+	}{
+		{"none", nil, nil, false},
+		{"defaults", []RAPrefix{{Prefix: netip.MustParsePrefix("fd77::1/64"), OnLink: true}},
+			[]prefixInfo{{Prefix: netip.MustParsePrefix("fd77::/64"), OnLink: true, ValidLifetime: 86400, PreferredLifetime: 86400}}, false},
+		{"infinite", []RAPrefix{{Prefix: netip.MustParsePrefix("2001:db8::/48"), Autonomous: true, ValidLifetime: 1 << 62}},
+			[]prefixInfo{{Prefix: netip.MustParsePrefix("2001:db8::/48"), Autonomous: true, ValidLifetime: 1<<32 - 1, PreferredLifetime: 1<<32 - 1}}, false},
+		{"ipv4", []RAPrefix{{Prefix: netip.MustParsePrefix("10.0.0.0/8")}}, nil, true},
+		{"zero", []RAPrefix{{}}, nil, true},
+		{"preferred past valid", []RAPrefix{{Prefix: netip.MustParsePrefix("fd77::/64"), ValidLifetime: time.Hour, PreferredLifetime: 2 * time.Hour}}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := raPrefixes(tc.in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("raPrefixes(%+v) error = %v, want error %v", tc.in, err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("raPrefixes(%+v) (-want +got):\n%s", tc.in, diff)
 			}
 		})
 	}
