@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TFTP opcodes (RFC 1350 section 5, RFC 2347).
@@ -76,6 +78,24 @@ func (c *rawClient) recv() (uint16, []byte) {
 	return binary.BigEndian.Uint16(buf), buf[2:n]
 }
 
+// recvErr is recv for another goroutine: it returns opcode 0 on error.
+func (c *rawClient) recvErr() (uint16, []byte) {
+	buf := make([]byte, 65536)
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, from, err := c.conn.ReadFromUDP(buf)
+	if err != nil || n < 4 {
+		return 0, nil
+	}
+	c.server = from
+	return binary.BigEndian.Uint16(buf), buf[2:n]
+}
+
+// sendErr is send for another goroutine: errors show up as a stalled
+// transfer.
+func (c *rawClient) sendErr(p []byte) {
+	c.conn.WriteToUDP(p, c.server)
+}
+
 // sendError sends an ERROR packet with code to the transfer's port.
 func (c *rawClient) sendError(code uint16, msg string) {
 	c.t.Helper()
@@ -119,21 +139,24 @@ func TestBlksizeNegotiated(t *testing.T) {
 	ts.next(t)
 }
 
-// TestSizeProbe plays OVMF: read tsize from the OACK, then abort with
-// error 8. That is logged at Debug as a size probe, not as a failure.
+// TestSizeProbe plays OVMF: ask tsize=0, blksize=1468, windowsize=4, read
+// tsize from the OACK, then abort with error 8. That is logged at Debug as a
+// size probe, not as a failure.
 func TestSizeProbe(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "snponly.efi"), make([]byte, 5000))
 	ts := startServer(t, Config{Root: root})
 	c := newRawClient(t, ts.addr)
-	c.rrq("snponly.efi", "tsize", "0", "blksize", "1468")
-	if op, body := c.recv(); op != opOACK || parseOACK(body)["tsize"] != "5000" {
-		t.Fatalf("reply opcode %d %q, want OACK with tsize 5000", op, body)
+	c.rrq("snponly.efi", "tsize", "0", "blksize", "1468", "windowsize", "4")
+	op, body := c.recv()
+	want := map[string]string{"tsize": "5000", "blksize": "1468", "windowsize": "4"}
+	if diff := cmp.Diff(want, parseOACK(body)); op != opOACK || diff != "" {
+		t.Fatalf("reply opcode %d %q, want OACK; options (-want +got):\n%s", op, body, diff)
 	}
 	c.sendError(8, "only wanted the size")
 	tr := ts.next(t)
-	if !errors.Is(tr.Err, ErrSizeProbe) {
-		t.Errorf("observed %+v, want ErrSizeProbe", tr)
+	if !errors.Is(tr.Err, ErrSizeProbe) || tr.Blksize != 1468 || tr.Window != 4 {
+		t.Errorf("observed %+v, want ErrSizeProbe, Blksize 1468, Window 4", tr)
 	}
 	logs := ts.logs.String()
 	if !strings.Contains(logs, `level=DEBUG msg="size probe"`) || strings.Contains(logs, "level=WARN") {

@@ -81,7 +81,7 @@ func startServer(t *testing.T, cfg Config) *testServer {
 // waitPktinfo waits until pin's Serve has enabled IP_PKTINFO on conn. A
 // request queued before that carries no interface, and pin then caps its
 // blksize at 512.
-func waitPktinfo(t *testing.T, conn *net.UDPConn) {
+func waitPktinfo(t testing.TB, conn *net.UDPConn) {
 	t.Helper()
 	rc, err := conn.SyscallConn()
 	if err != nil {
@@ -258,6 +258,8 @@ func TestNew(t *testing.T) {
 		{"negative timeout", Config{Root: dir, Timeout: -time.Second}},
 		{"negative retries", Config{Root: dir, Retries: -1}},
 		{"negative max transfers", Config{Root: dir, MaxTransfers: -1}},
+		{"negative max window", Config{Root: dir, MaxWindow: -1}},
+		{"max window too large", Config{Root: dir, MaxWindow: 65536}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if s, err := New(tc.cfg); err == nil {
@@ -271,8 +273,9 @@ func TestNew(t *testing.T) {
 		t.Fatalf("New(%q) = %v", dir, err)
 	}
 	defer s.Close()
-	if s.timeout != DefaultTimeout || s.retries != DefaultRetries || cap(s.slots) != DefaultMaxTransfers {
-		t.Errorf("New defaults = %v, %d, %d; want %v, %d, %d", s.timeout, s.retries, cap(s.slots),
-			DefaultTimeout, DefaultRetries, DefaultMaxTransfers)
+	if s.timeout != DefaultTimeout || s.retries != DefaultRetries || cap(s.slots) != DefaultMaxTransfers ||
+		s.window != DefaultMaxWindow {
+		t.Errorf("New defaults = %v, %d, %d, %d; want %v, %d, %d, %d", s.timeout, s.retries, cap(s.slots), s.window,
+			DefaultTimeout, DefaultRetries, DefaultMaxTransfers, DefaultMaxWindow)
 	}
 }

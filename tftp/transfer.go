@@ -14,24 +14,38 @@ import (
 )
 
 // Errors a Transfer may carry; match them with errors.Is. The text of the
-// first three is what the client receives.
+// first three is what the client receives, with the RFC 1350 error code
+// named in their doc.
 var (
 	// ErrNotFound means the requested file does not exist in the root.
-	ErrNotFound = errors.New("file not found")
+	// Error code 1.
+	ErrNotFound error = codedError{errors.New("file not found"), 1}
 	// ErrAccess means the request was refused: a write request, a name that
 	// leaves the root (including through a symbolic link), or a file that is
-	// not a regular file.
-	ErrAccess = errors.New("access violation")
-	// ErrBusy means MaxTransfers transfers were already running.
-	ErrBusy = errors.New("server busy")
+	// not a regular file. Error code 2.
+	ErrAccess error = codedError{errors.New("access violation"), 2}
+	// ErrBusy means MaxTransfers transfers were already running. Error
+	// code 0 ("not defined, see error message").
+	ErrBusy error = codedError{errors.New("server busy"), 0}
 	// ErrSizeProbe means the client ended the transfer after reading the
 	// tsize option, as OVMF does before the real download. It is not a
 	// failure.
 	ErrSizeProbe = errors.New("size probe")
 )
 
-// errShutdown aborts transfers when Serve's context ends.
-var errShutdown = errors.New("server shutting down")
+// errShutdown aborts transfers when Serve's context ends. Error code 0.
+var errShutdown error = codedError{errors.New("server shutting down"), 0}
+
+// codedError gives an error the RFC 1350 error code that pin sends with it
+// (pin looks for the TFTPErrorCode method).
+type codedError struct {
+	err  error
+	code uint16
+}
+
+func (e codedError) Error() string         { return e.err.Error() }
+func (e codedError) Unwrap() error         { return e.err }
+func (e codedError) TFTPErrorCode() uint16 { return e.code }
 
 // Transfer describes one request after it ended.
 type Transfer struct {
@@ -41,6 +55,10 @@ type Transfer struct {
 	File string
 	// Bytes is how much of the file was handed to the sender.
 	Bytes int64
+	// Blksize is the negotiated block size (512 without the blksize
+	// option) and Window the negotiated windowsize (1 without the option).
+	// Both are 0 when the transfer did not start: refused or not found.
+	Blksize, Window int
 	// Err is nil on success; otherwise it wraps one of ErrNotFound,
 	// ErrAccess, ErrBusy, ErrSizeProbe, or is the transfer's network error.
 	Err error
@@ -60,9 +78,9 @@ func (s *Server) read(ctx context.Context, name string, rf io.ReaderFrom) error 
 		s.finish(t, start)
 		return ErrBusy
 	}
-	n, err := s.send(ctx, name, rf)
+	err := s.send(ctx, name, rf, &t)
 	<-s.slots // free the slot before Observer runs, so it sees it free
-	t.Bytes, t.Err = n, err
+	t.Err = err
 	s.finish(t, start)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -74,21 +92,31 @@ func (s *Server) read(ctx context.Context, name string, rf io.ReaderFrom) error 
 	return nil
 }
 
-// send opens name and streams it through rf.
-func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) (int64, error) {
+// send opens name and streams it through rf, recording in t the bytes
+// sent and the options negotiated.
+func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom, t *Transfer) error {
 	f, size, err := s.open(name)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer f.Close()
 	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
 		ot.SetSize(size) // answered only when the client asked for tsize
 	}
-	n, err := rf.ReadFrom(ctxReader{ctx: ctx, f: f})
+	t.Bytes, err = rf.ReadFrom(ctxReader{ctx: ctx, f: f})
+	if ns, ok := rf.(negotiated); ok {
+		t.Blksize, t.Window = ns.BlockSize(), ns.WindowSize()
+	}
 	if err != nil && isSizeProbe(err) {
 		err = fmt.Errorf("%w: %w", ErrSizeProbe, err)
 	}
-	return n, err
+	return err
+}
+
+// negotiated is implemented by the fork's outgoing transfers.
+type negotiated interface {
+	BlockSize() int
+	WindowSize() int
 }
 
 // write is pin's write handler: the server is read-only.
@@ -118,6 +146,9 @@ func (s *Server) finish(t Transfer, start time.Time) {
 		slog.String("file", t.File),
 		slog.Int64("bytes", t.Bytes),
 		slog.Duration("duration", t.Duration),
+	}
+	if t.Blksize != 0 {
+		attrs = append(attrs, slog.Int("blksize", t.Blksize), slog.Int("window", t.Window))
 	}
 	if t.Err != nil {
 		attrs = append(attrs, slog.String("err", t.Err.Error()))

@@ -67,6 +67,13 @@ func (c *Client) SetBlockSize(s int) {
 	c.blksize = s
 }
 
+// SetWindowSize asks the server for the windowsize option (RFC 7440) in
+// Receive: it may send up to n blocks before waiting for an
+// acknowledgment. The server may grant fewer, or ignore the option.
+func (c *Client) SetWindowSize(n int) {
+	c.windowsize = n
+}
+
 // RequestTSize sets flag to indicate if tsize should be requested.
 func (c *Client) RequestTSize(s bool) {
 	c.tsize = s
@@ -74,13 +81,14 @@ func (c *Client) RequestTSize(s bool) {
 
 // Client stores data about a single TFTP client
 type Client struct {
-	addr      *net.UDPAddr
-	timeout   time.Duration
-	retries   int
-	backoff   backoffFunc
-	blksize   int
-	tsize     bool
-	localAddr *net.UDPAddr
+	addr       *net.UDPAddr
+	timeout    time.Duration
+	retries    int
+	backoff    backoffFunc
+	blksize    int
+	windowsize int
+	tsize      bool
+	localAddr  *net.UDPAddr
 }
 
 // Send starts outgoing file transmission. It returns io.ReaderFrom or error.
@@ -147,13 +155,19 @@ func (c Client) Receive(filename string, mode string) (io.WriterTo, error) {
 		block:    1,
 		mode:     mode,
 	}
-	if c.blksize != 0 || c.tsize {
+	if c.blksize != 0 || c.tsize || c.windowsize != 0 {
 		r.opts = make(options)
 	}
 	if c.blksize != 0 {
 		r.opts["blksize"] = strconv.Itoa(c.blksize)
 		// Clean it up so we don't send options twice
 		defer func() { delete(r.opts, "blksize") }()
+	}
+	if c.windowsize != 0 {
+		// A window arrives in one burst: make room for it.
+		conn.SetReadBuffer(min(2*c.windowsize*(max(c.blksize, blockLength)+4), 64<<20))
+		r.opts["windowsize"] = strconv.Itoa(c.windowsize)
+		defer func() { delete(r.opts, "windowsize") }()
 	}
 	if c.tsize {
 		r.opts["tsize"] = "0"

@@ -3,6 +3,7 @@ package tftp
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -115,6 +116,17 @@ func packERROR(p []byte, code uint16, message string) int {
 	return n + 5
 }
 
+// errorCode returns the error code (RFC 1350 section 5) sent to the peer
+// for err: that of the first error in its chain with a method
+// TFTPErrorCode() uint16, else 1 (file not found).
+func errorCode(err error) uint16 {
+	var c interface{ TFTPErrorCode() uint16 }
+	if errors.As(err, &c) {
+		return c.TFTPErrorCode()
+	}
+	return 1
+}
+
 func (p pERROR) code() uint16 {
 	return binary.BigEndian.Uint16(p[2:])
 }
@@ -187,4 +199,28 @@ func parsePacket(p []byte) (interface{}, error) {
 	default:
 		return nil, fmt.Errorf("unknown opcode: %d", opcode)
 	}
+}
+
+// ParseRequest parses p the way the server parses an incoming datagram
+// before it starts a transfer. For a read (RRQ) or write (WRQ) request it
+// returns the opcode (1 or 2), the file name, the transfer mode and the
+// options (RFC 2347) as sent; for anything else, an error.
+func ParseRequest(p []byte) (opcode uint16, filename, mode string, opts map[string]string, err error) {
+	pkt, err := parsePacket(p)
+	if err != nil {
+		return 0, "", "", nil, err
+	}
+	switch pkt.(type) {
+	case pRRQ:
+		opcode = opRRQ
+	case pWRQ:
+		opcode = opWRQ
+	default:
+		return 0, "", "", nil, fmt.Errorf("not a request: %T", pkt)
+	}
+	filename, mode, o, err := unpackRQ(p)
+	if err != nil {
+		return 0, "", "", nil, err
+	}
+	return opcode, filename, mode, o, nil
 }

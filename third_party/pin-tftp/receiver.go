@@ -58,6 +58,9 @@ type receiver struct {
 	opts           options
 	singlePort     bool
 	maxBlockLen    int
+	window         int  /* negotiated windowsize (RFC 7440); 0 if none */
+	unacked        int  /* blocks received since the last ACK sent */
+	gapAcked       bool /* a gap in the window was ACKed */
 	hook           Hook
 	startTime      time.Time
 	datagramsSent  int
@@ -84,6 +87,7 @@ func (r *receiver) WriteTo(w io.Writer) (n int64, err error) {
 				r.abort(err)
 				return n, err
 			}
+			r.unacked++
 			if r.l < len(r.receive) {
 				if r.autoTerm {
 					r.terminate()
@@ -93,7 +97,19 @@ func (r *receiver) WriteTo(w io.Writer) (n int64, err error) {
 		}
 		binary.BigEndian.PutUint16(r.send[2:4], r.block)
 		r.block++ // send ACK for current block and expect next one
-		ll, _, err := r.receiveWithRetry(4)
+		var ll int
+		if r.unacked > 0 && r.unacked < r.window {
+			// RFC 7440: only the last block of a window is acknowledged.
+			// On timeout, acknowledge the last block received in order.
+			ll, _, err = r.receiveDatagram(0)
+			if _, ok := err.(net.Error); ok {
+				r.unacked = 0
+				ll, _, err = r.receiveWithRetry(4)
+			}
+		} else {
+			r.unacked = 0
+			ll, _, err = r.receiveWithRetry(4)
+		}
 		if err != nil {
 			r.abort(err)
 			return n, err
@@ -140,7 +156,9 @@ func (r *receiver) setBlockSize(blksize string) error {
 	}
 	if r.maxBlockLen > 0 && n > r.maxBlockLen {
 		n = r.maxBlockLen
-		r.opts["blksize"] = strconv.Itoa(n)
+	}
+	if r.opts != nil {
+		r.opts["blksize"] = strconv.Itoa(n) // canonical: "+600" or "0600" is 600
 	}
 	r.receive = make([]byte, n+4)
 	return nil
@@ -163,11 +181,13 @@ func (r *receiver) receiveDatagram(l int) (int, *net.UDPAddr, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	err = r.conn.sendTo(r.send[:l], r.addr)
-	if err != nil {
-		return 0, nil, err
+	if l > 0 { // l == 0: only wait for the next block
+		err = r.conn.sendTo(r.send[:l], r.addr)
+		if err != nil {
+			return 0, nil, err
+		}
+		r.datagramsSent++
 	}
-	r.datagramsSent++
 	for {
 		c, addr, err := r.conn.readFrom(r.receive)
 		if err != nil {
@@ -185,7 +205,20 @@ func (r *receiver) receiveDatagram(l int) (int, *net.UDPAddr, error) {
 		case pDATA:
 			if p.block() == r.block {
 				r.datagramsAcked++
+				r.gapAcked = false
 				return c, addr, nil
+			}
+			if l == 0 && !r.gapAcked && p.block()-r.block < uint16(r.window) {
+				// A later block of the window: r.block was lost. ACK
+				// the last block received in order, once, so that the
+				// sender resumes with r.block (RFC 7440 section 4).
+				r.gapAcked = true
+				r.unacked = 0
+				err = r.conn.sendTo(r.send[:4], r.addr)
+				if err != nil {
+					return 0, addr, err
+				}
+				r.datagramsSent++
 			}
 		case pOACK:
 			opts, err := unpackOACK(p)
@@ -201,6 +234,10 @@ func (r *receiver) receiveDatagram(l int) (int, *net.UDPAddr, error) {
 					err := r.setBlockSize(value)
 					if err != nil {
 						continue
+					}
+				} else if name == "windowsize" {
+					if n, err := strconv.Atoi(value); err == nil && n >= 1 && n <= 65535 {
+						r.window = n
 					}
 				}
 			}
@@ -267,7 +304,7 @@ func (r *receiver) abort(err error) error {
 	if r.hook != nil {
 		r.hook.OnFailure(r.buildTransferStats(), err)
 	}
-	n := packERROR(r.send, 1, err.Error())
+	n := packERROR(r.send, errorCode(err), err.Error())
 	err = r.conn.sendTo(r.send[:n], r.addr)
 	if err != nil {
 		return err

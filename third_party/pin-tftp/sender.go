@@ -44,6 +44,9 @@ type sender struct {
 	retries        int
 	block          uint16
 	maxBlockLen    int
+	maxWindow      int
+	window         int  /* negotiated windowsize (RFC 7440); 0 if none */
+	sizeSet        bool /* tsize holds the real size, even if 0 */
 	mode           string
 	opts           options
 	hook           Hook
@@ -59,6 +62,7 @@ func (s *sender) SetSize(n int64) {
 	if s.opts != nil {
 		if _, ok := s.opts["tsize"]; ok {
 			s.opts["tsize"] = strconv.FormatInt(n, 10)
+			s.sizeSet = true
 		}
 	}
 }
@@ -89,6 +93,7 @@ func (s *sender) ReadFrom(r io.Reader) (n int64, err error) {
 						return 0, err
 					}
 					s.opts["tsize"] = strconv.FormatInt(size, 10)
+					s.sizeSet = true
 					_, err = rs.Seek(pos, 0)
 					if err != nil {
 						return 0, err
@@ -101,6 +106,9 @@ func (s *sender) ReadFrom(r io.Reader) (n int64, err error) {
 			s.abort(err)
 			return 0, err
 		}
+	}
+	if s.window > 1 {
+		return readFromWindow(s, r)
 	}
 	if s.sendA.enabled { /* senderAnticipate */
 		return readFromAnticipate(s, r)
@@ -151,15 +159,25 @@ func (s *sender) sendOptions() error {
 				continue
 			}
 		} else if name == "tsize" {
-			if value != "0" {
+			if value != "0" || s.sizeSet {
 				s.opts["tsize"] = value
 			} else {
+				delete(s.opts, name)
+				continue
+			}
+		} else if name == "windowsize" {
+			err := s.setWindowSize(value)
+			if err != nil {
 				delete(s.opts, name)
 				continue
 			}
 		} else {
 			delete(s.opts, name)
 		}
+	}
+	if limit := max(maxWindowBytes/(len(s.send)-4), 1); s.window > limit {
+		s.window = limit
+		s.opts["windowsize"] = strconv.Itoa(limit)
 	}
 	if len(s.opts) > 0 {
 		m := packOACK(s.send, s.opts)
@@ -184,7 +202,9 @@ func (s *sender) setBlockSize(blksize string) error {
 	}
 	if s.maxBlockLen > 0 && n > s.maxBlockLen {
 		n = s.maxBlockLen
-		s.opts["blksize"] = strconv.Itoa(n)
+	}
+	if s.opts != nil {
+		s.opts["blksize"] = strconv.Itoa(n) // canonical: "+600" or "0600" is 600
 	}
 	s.send = make([]byte, n+4)
 	if s.sendA.enabled { /* senderAnticipate */
@@ -192,6 +212,37 @@ func (s *sender) setBlockSize(blksize string) error {
 	}
 	return nil
 }
+
+// setWindowSize grants the windowsize option (RFC 7440), clamped to the
+// server's maximum.
+func (s *sender) setWindowSize(windowsize string) error {
+	n, err := strconv.Atoi(windowsize)
+	if err != nil {
+		return err
+	}
+	if n < 1 || n > 65535 {
+		return fmt.Errorf("windowsize out of range: %d", n)
+	}
+	if s.maxWindow < 2 {
+		return fmt.Errorf("windowsize not enabled")
+	}
+	if n > s.maxWindow {
+		n = s.maxWindow
+	}
+	s.opts["windowsize"] = strconv.Itoa(n)
+	s.window = n
+	return nil
+}
+
+// BlockSize returns the block size of the transfer: 512 unless the
+// blksize option (RFC 2348) was negotiated. It is known once ReadFrom
+// has started.
+func (s *sender) BlockSize() int { return len(s.send) - 4 }
+
+// WindowSize returns the number of blocks sent before waiting for an
+// acknowledgment: 1 unless the windowsize option (RFC 7440) was
+// negotiated. It is known once ReadFrom has started.
+func (s *sender) WindowSize() int { return max(s.window, 1) }
 
 func (s *sender) sendWithRetry(l int) (*net.UDPAddr, error) {
 	s.retry.reset()
@@ -287,7 +338,7 @@ func (s *sender) abort(err error) error {
 	if s.hook != nil {
 		s.hook.OnFailure(s.buildTransferStats(), err)
 	}
-	n := packERROR(s.send, 1, err.Error())
+	n := packERROR(s.send, errorCode(err), err.Error())
 	err = s.conn.sendTo(s.send[:n], s.addr)
 	if err != nil {
 		return err

@@ -16,6 +16,11 @@ import (
 // read and write requests.
 // In case nil is provided for read or write handler the respective
 // operation is disabled.
+//
+// An error returned by a handler is sent to the client in an ERROR packet
+// with the error's text. Its error code is 1 (file not found) unless the
+// error, or one it wraps, has a method TFTPErrorCode() uint16 giving the
+// code (RFC 1350 section 5).
 func NewServer(readHandler func(filename string, rf io.ReaderFrom) error,
 	writeHandler func(filename string, wt io.WriterTo) error) *Server {
 	s := &Server{
@@ -60,6 +65,7 @@ type Server struct {
 	smartBlock   bool
 	sendAEnable  bool /* senderAnticipate enable by server */
 	sendAWinSz   uint
+	maxWindow    int /* largest windowsize (RFC 7440) granted to readers */
 	// Single port fields
 	singlePort        bool
 	handlers          map[string]chan []byte
@@ -106,6 +112,25 @@ func (s *Server) SetAnticipate(winsz uint) {
 		s.sendAEnable = false
 		s.sendAWinSz = 1
 	}
+}
+
+// SetMaxWindowSize enables the windowsize option (RFC 7440) for read
+// requests. A client asking for a window of n blocks is granted the
+// smaller of n and max: the server then sends up to that many data
+// blocks before waiting for an acknowledgment. When max is 0 or 1 (the
+// default) the option is not acknowledged and every block waits for its
+// acknowledgment.
+//
+// Whatever max, a window carries at most 64 KiB of data (8 blocks of 8192
+// bytes, 44 of 1468), so that it fits a client's default socket buffer.
+// Each read transfer keeps one window in memory for retransmission.
+func (s *Server) SetMaxWindowSize(max int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if max > 65535 {
+		max = 65535
+	}
+	s.maxWindow = max
 }
 
 // SetHook sets the Hook for success and failure of transfers
@@ -448,6 +473,7 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 			mode:        mode,
 			opts:        opts,
 			maxBlockLen: maxBlockLen,
+			maxWindow:   s.maxWindow,
 			hook:        s.hook,
 			filename:    filename,
 			startTime:   time.Now(),
