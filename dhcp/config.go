@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"time"
 
@@ -220,7 +221,7 @@ func ParseConfigFile(data []byte) (File, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&y); err != nil && !errors.Is(err, io.EOF) {
-		return File{}, fmt.Errorf("dhcp config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return File{}, fmt.Errorf("dhcp config: %s", yamlError(err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -432,4 +433,16 @@ func (f File) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("encoding dhcp config: %w", err)
 	}
 	return b, nil
+}
+
+// unknownField matches yaml.v3's text for an unknown key, which names our
+// internal type: "field pool not found in type dhcp.yamlSubnet".
+var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// yamlError rewrites a yaml.v3 decoding error for an operator: without the
+// "yaml: " prefix and the names of kiln's internal types.
+func yamlError(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.Replace(msg, "unmarshal errors:\n  ", "", 1)
+	return unknownField.ReplaceAllString(msg, "unknown field $1")
 }

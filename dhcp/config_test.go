@@ -81,10 +81,10 @@ func TestParseConfigFileErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown top-level key", "subnet: 10.0.0.0/24\n", `line 1: field subnet not found`},
-		{"unknown subnet key", "subnets:\n  - subnet: 10.0.0.0/24\n    gateway: 10.0.0.1\n", "line 3: field gateway not found"},
+		{"unknown top-level key", "subnet: 10.0.0.0/24\n", `line 1: unknown field subnet`},
+		{"unknown subnet key", "subnets:\n  - subnet: 10.0.0.0/24\n    gateway: 10.0.0.1\n", "line 3: unknown field gateway"},
 		{"unknown reservation key", "subnets:\n  - subnet: 10.0.0.0/24\nreservations:\n  - {mac: 52:54:00:00:00:01, ip: 10.0.0.5, name: x}\n",
-			"line 4: field name not found"},
+			"line 4: unknown field name"},
 		{"bad subnet", "subnets:\n  - subnet: 10.0.0.0/33\n", `line 2: subnets[0].subnet "10.0.0.0/33": not an IPv4 subnet`},
 		{"ipv6 subnet", "subnets:\n  - subnet: fd00::/64\n", `line 2: subnets[0].subnet "fd00::/64": not an IPv4 subnet`},
 		{"missing subnet", "subnets:\n  - pools: [10.0.0.5-10.0.0.9]\n", "subnets[0].subnet is required"},
