@@ -25,6 +25,7 @@ const bootTimeout = 4 * time.Minute
 // gave it.
 func TestBootToReady(t *testing.T) {
 	requireLab(t)
+	t.Parallel() // the other e2e boots run while the Debian image builds
 	for _, tc := range []struct {
 		name     string
 		mac      string

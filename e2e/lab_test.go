@@ -38,6 +38,17 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// KILN_E2E_BIN runs the tests against a kiln built elsewhere (e.g. from
+	// another tree) instead of building ./cmd/kiln.
+	if bin := os.Getenv("KILN_E2E_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		kilnBin = abs
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "kiln-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -110,6 +121,7 @@ func newLab(t *testing.T) *lab {
 	} {
 		run(t, "ip", append([]string{"-n", l.ns}, args...)...)
 	}
+	l.capture("br0", "")
 	return l
 }
 
@@ -138,9 +150,10 @@ func (l *lab) destroy() {
 }
 
 // keepLogsOnFailure copies the lab's logs (kiln, QEMU, serial console) out
-// of the test's temporary folder when the test failed, and says where.
+// of the test's temporary folder when the test failed, or always when
+// KILN_E2E_KEEP_LOGS=1, and says where.
 func (l *lab) keepLogsOnFailure() {
-	if !l.t.Failed() {
+	if !l.t.Failed() && os.Getenv("KILN_E2E_KEEP_LOGS") != "1" {
 		return
 	}
 	dst := filepath.Join(envOr("KILN_E2E_ARTIFACTS", os.TempDir()), "kiln-e2e-logs", strings.ReplaceAll(l.t.Name(), "/", "_"))
@@ -148,9 +161,11 @@ func (l *lab) keepLogsOnFailure() {
 		l.t.Logf("keeping logs: %v", err)
 		return
 	}
-	for _, name := range []string{"kiln.log", "qemu.log", "serial.log"} {
-		if b, err := os.ReadFile(filepath.Join(l.dir, name)); err == nil {
-			os.WriteFile(filepath.Join(dst, name), b, 0o644)
+	// kiln.log, qemu.log, serial.log and the logs of other daemons.
+	logs, _ := filepath.Glob(filepath.Join(l.dir, "*.log"))
+	for _, path := range logs {
+		if b, err := os.ReadFile(path); err == nil {
+			os.WriteFile(filepath.Join(dst, filepath.Base(path)), b, 0o644)
 		}
 	}
 	l.t.Logf("logs kept in %s", dst)
@@ -165,12 +180,19 @@ func (l *lab) inNS(ctx context.Context, name string, args ...string) *exec.Cmd {
 // startKiln runs kiln serve on the lab's bridge with its log in the lab dir.
 func (l *lab) startKiln() {
 	l.t.Helper()
+	l.startKilnArgs()
+}
+
+// startKilnArgs is startKiln with more flags for kiln serve.
+func (l *lab) startKilnArgs(extra ...string) {
+	l.t.Helper()
 	logf, err := os.Create(filepath.Join(l.dir, "kiln.log"))
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	l.kiln = l.inNS(context.Background(), kilnBin, "serve", "--interface", "br0", "--data", filepath.Join(l.dir, "data"),
-		"--tftp-root", ipxeDir, "--log-level", "debug")
+	args := append([]string{"serve", "--interface", "br0", "--data", filepath.Join(l.dir, "data"),
+		"--tftp-root", ipxeDir, "--log-level", "debug"}, extra...)
+	l.kiln = l.inNS(context.Background(), kilnBin, args...)
 	l.kiln.Stdout, l.kiln.Stderr = logf, logf
 	if err := l.kiln.Start(); err != nil {
 		l.t.Fatal(err)

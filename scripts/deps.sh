@@ -25,6 +25,11 @@ pkgs=(
   binutils          # objdump to check the uki's sections
   xz-utils          # .tar.xz bases in tests
   faketime          # builds "on another day" in the reproducibility test
+  dnsmasq-base      # e2e: a DHCP relay, and the primary DHCP server beside kiln --proxy
+  isc-dhcp-relay    # e2e: dhcrelay -a (a relay that adds option 82)
+  tcpdump           # e2e: checks option 82 is echoed to the relay
+  curl atftp tftp-hpa  # tftp: real clients (blksize, windowsize, tsize)
+  isc-dhcp-client   # dhcp6: dhclient -6 as a real DHCPv6 client
 )
 
 missing=()
@@ -41,4 +46,13 @@ fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# Packages such as isc-dhcp-relay ship a service; kiln's tests and benchmarks
+# start their own daemons inside namespaces, so nothing may start on the
+# host's interfaces at install time (exit 101 = "action forbidden").
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

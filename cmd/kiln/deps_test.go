@@ -15,14 +15,16 @@ func TestDependencyDirection(t *testing.T) {
 	}
 	const mod = "github.com/kiln-dev/kiln/"
 	bad := map[string][]string{
-		"store":    {"images", "fleet", "identity", "dhcp", "tftp", "web", "builder", "cmd/kiln"},
-		"images":   {"builder", "fleet", "dhcp", "tftp", "web", "cmd/kiln"},
-		"identity": {"store", "images", "fleet", "dhcp", "tftp", "web", "builder", "cmd/kiln"},
-		"fleet":    {"dhcp", "tftp", "web", "builder", "cmd/kiln"},
-		"dhcp":     {"web", "tftp", "fleet", "images", "builder", "cmd/kiln"},
-		"tftp":     {"web", "dhcp", "fleet", "images", "builder", "store", "cmd/kiln"},
-		"builder":  {"web", "dhcp", "tftp", "fleet", "store", "cmd/kiln"},
-		"web":      {"dhcp", "tftp", "builder", "cmd/kiln"},
+		"store":      {"images", "fleet", "identity", "dhcp", "tftp", "web", "builder", "cmd/kiln"},
+		"images":     {"builder", "fleet", "dhcp", "tftp", "web", "cmd/kiln"},
+		"identity":   {"store", "images", "fleet", "dhcp", "tftp", "web", "builder", "cmd/kiln"},
+		"fleet":      {"dhcp", "tftp", "web", "builder", "cmd/kiln"},
+		"dhcp":       {"web", "tftp", "fleet", "images", "builder", "cmd/kiln"},
+		"tftp":       {"web", "dhcp", "fleet", "images", "builder", "store", "cmd/kiln"},
+		"builder":    {"web", "dhcp", "tftp", "fleet", "store", "cmd/kiln"},
+		"web":        {"dhcp", "tftp", "builder", "cmd/kiln"},
+		"metrics":    {"store", "images", "identity", "fleet", "dhcp", "dhcp/dhcp6", "tftp", "web", "builder", "cmd/kiln"},
+		"dhcp/dhcp6": {"web", "tftp", "fleet", "images", "builder", "cmd/kiln"},
 	}
 	for pkg, forbidden := range bad {
 		out, err := exec.Command("go", "list", "-deps", mod+pkg).Output()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/dhcp"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/tftp"
 	"github.com/kiln-dev/kiln/web"
@@ -40,6 +42,14 @@ type serveFlags struct {
 	leaseTime time.Duration
 	logLevel  string
 	logFormat string
+	dhcp6     bool
+	range6    string
+
+	dhcpConfig       string
+	proxy            bool
+	arm64File        string
+	tftpMaxTransfers int
+	tftpMaxWindow    int
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
@@ -56,6 +66,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.router, "router", "", "default gateway handed to clients (option 3), if any")
 	fs.StringVar(&f.dns, "dns", "", "comma-separated DNS servers handed to clients (option 6), if any")
 	fs.DurationVar(&f.leaseTime, "lease-time", time.Hour, "DHCP lease time")
+	fs.StringVar(&f.dhcpConfig, "dhcp-config", "", "YAML file of more subnets (reached through relays) and reservations; see README")
+	fs.BoolVar(&f.proxy, "proxy", false, "proxyDHCP: another DHCP server hands out addresses; kiln answers only PXE, HTTP Boot and iPXE clients, on ports 67 and 4011")
+	fs.StringVar(&f.arm64File, "arm64-file", dhcp.DefaultARM64File, "TFTP file for UEFI ARM64 PXE clients (arch 11)")
+	fs.IntVar(&f.tftpMaxTransfers, "tftp-max-transfers", tftp.DefaultMaxTransfers, "TFTP transfers served at once; more get \"server busy\"")
+	fs.IntVar(&f.tftpMaxWindow, "tftp-max-window", tftp.DefaultMaxWindow, "largest TFTP windowsize (RFC 7440) granted; 1 turns the option off")
+	fs.BoolVar(&f.dhcp6, "dhcp6", false, "also serve DHCPv6 (addresses and option 59 boot URLs) and router advertisements with the M flag and the on-link prefix on --interface, which needs a global or unique-local IPv6 address (e.g. fd77::1/64); kiln's HTTP also listens there")
+	fs.StringVar(&f.range6, "range6", "", "DHCPv6 pool FIRST-LAST: addresses, or interface IDs such as ::1000-::1fff (the default) in the interface's prefix")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	pos, err := parseFlags(fs, args)
@@ -101,6 +118,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	mx := metrics.New()
+	mx.SetMachines(func() map[string]int {
+		n, err := fl.CountByState()
+		if err != nil {
+			log.Warn("counting machines for /metrics", "err", err)
+		}
+		return n
+	})
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
@@ -119,8 +145,34 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	addr := ln.Addr().String() // the real port when --http-port is 0
+	var (
+		prefix6 netip.Prefix
+		ln6     net.Listener
+	)
+	if f.dhcp6 {
+		if ipnet == nil {
+			ln.Close()
+			return usagef("serve: --dhcp6 needs --interface")
+		}
+		if prefix6, err = interfaceIPv6(f.iface); err != nil {
+			ln.Close()
+			return usageError{err}
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		if ln6, err = net.Listen("tcp", net.JoinHostPort(prefix6.Addr().String(), strconv.Itoa(port))); err != nil {
+			ln.Close()
+			return fmt.Errorf("http: %w", err)
+		}
+		if err := startDHCP6(ctx, g, f, prefix6, port, st, fl, mx, log); err != nil {
+			ln.Close()
+			ln6.Close()
+			stop()
+			g.Wait()
+			return err
+		}
+	}
 	if ipnet != nil {
-		if err := startNetboot(ctx, g, f, ipnet, addr, st, fl, log); err != nil {
+		if err := startNetboot(ctx, g, f, ipnet, prefix6, addr, st, fl, mx, log); err != nil {
 			ln.Close()
 			stop()
 			g.Wait()
@@ -135,7 +187,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			httpBootFile = filepath.Join(f.tftpRoot, f.uefiFile)
 		}
 	}
-	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, HTTPBootFile: httpBootFile, Log: log})
+	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, HTTPBootFile: httpBootFile, Metrics: mx, Log: log})
 	if err != nil {
 		ln.Close()
 		stop()
@@ -155,6 +207,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	})
+	if ln6 != nil {
+		g.Go(func() error {
+			if err := hs.Serve(ln6); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http on %s: %w", ln6.Addr(), err)
+			}
+			return nil
+		})
+	}
 	log.Info("kiln serving", "version", version, "http", "http://"+addr, "inventory", "http://"+addr+"/", "data", f.data)
 	fmt.Fprintf(stdout, "kiln: serving http://%s (inventory page at http://%s/)\n", addr, addr)
 	return g.Wait()
@@ -162,20 +222,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 
 // startNetboot starts DHCP and TFTP on the interface whose address is ipnet;
 // PXE clients are sent to the HTTP server at httpAddr.
-func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *net.IPNet, httpAddr string, st store.Store, fl *fleet.Fleet, log *slog.Logger) error {
-	start, end, err := poolRange(f.dhcpRange, ipnet)
-	if err != nil {
-		return usageError{err}
+func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *net.IPNet, prefix6 netip.Prefix, httpAddr string, st store.Store, fl *fleet.Fleet, mx *metrics.Metrics, log *slog.Logger) error {
+	if f.tftpMaxTransfers < 1 {
+		return usagef("serve: --tftp-max-transfers %d: want at least 1", f.tftpMaxTransfers)
+	}
+	if f.tftpMaxWindow < 1 {
+		return usagef("serve: --tftp-max-window %d: want at least 1", f.tftpMaxWindow)
 	}
 	cfg := dhcp.Config{
-		Interface:  f.iface,
-		ServerIP:   ipnet.IP,
-		Subnet:     &net.IPNet{IP: ipnet.IP.Mask(ipnet.Mask), Mask: ipnet.Mask},
-		RangeStart: start,
-		RangeEnd:   end,
-		LeaseTime:  f.leaseTime,
-		Leases:     st,
-		Log:        log.With("component", "dhcp"),
+		Interface: f.iface,
+		ServerIP:  ipnet.IP,
+		Proxy:     f.proxy,
+		Leases:    st,
+		Log:       log.With("component", "dhcp"),
 		Boot: dhcp.Boot{
 			ScriptURL: func(mac net.HardwareAddr) string {
 				return fmt.Sprintf("http://%s/boot/%s.ipxe", httpAddr, mac)
@@ -183,8 +242,9 @@ func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *n
 			HTTPBootURL: func(mac net.HardwareAddr) string {
 				return fmt.Sprintf("http://%s/httpboot/%s.efi", httpAddr, mac)
 			},
-			BIOSFile: f.biosFile,
-			UEFIFile: f.uefiFile,
+			BIOSFile:  f.biosFile,
+			UEFIFile:  f.uefiFile,
+			ARM64File: f.arm64File,
 		},
 		Observer: func(ev dhcp.Event) {
 			kind, detail := fleet.EventOffered, ev.IP.String()
@@ -195,50 +255,202 @@ func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *n
 				log.Warn("recording dhcp event", "mac", ev.MAC, "err", err)
 			}
 		},
+		OnDecision: func(d dhcp.Decision) { mx.DHCPPacket(d.MsgType, d.Outcome, d.Relayed, d.Duration) },
 	}
-	if f.router != "" {
-		if cfg.Router = net.ParseIP(f.router).To4(); cfg.Router == nil {
-			return usagef("serve: --router %q is not an IPv4 address", f.router)
-		}
-	}
-	if f.dns != "" {
-		for _, s := range strings.Split(f.dns, ",") {
-			ip := net.ParseIP(strings.TrimSpace(s)).To4()
-			if ip == nil {
-				return usagef("serve: --dns %q: %q is not an IPv4 address", f.dns, s)
-			}
-			cfg.DNS = append(cfg.DNS, ip)
-		}
+	if err := dhcpSubnets(&cfg, f, ipnet); err != nil {
+		return err
 	}
 	dsrv, err := dhcp.New(cfg)
 	if err != nil {
 		return usageError{fmt.Errorf("dhcp: %w", err)}
 	}
-	dconn, err := dhcp.ListenInterface(f.iface)
-	if err != nil {
-		return fmt.Errorf("dhcp: %w", err)
+	mx.SetPoolUsage(func() []metrics.PoolUsage {
+		var out []metrics.PoolUsage
+		for _, u := range dsrv.Usage() {
+			out = append(out, metrics.PoolUsage(u))
+		}
+		return out
+	})
+	// proxyDHCP shares port 67 with the segment's DHCP server, which may run
+	// on this host, and also answers PXE boot server requests on 4011.
+	var conns []net.PacketConn
+	if f.proxy {
+		c67, err := dhcp.ListenInterfaceShared(f.iface, 67)
+		if err != nil {
+			dsrv.Close()
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		c4011, err := dhcp.ListenInterfacePort(f.iface, dhcp.PXEPort)
+		if err != nil {
+			c67.Close()
+			dsrv.Close()
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		conns = append(conns, c67, c4011)
+	} else {
+		c, err := dhcp.ListenInterface(f.iface)
+		if err != nil {
+			dsrv.Close()
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		conns = append(conns, c)
 	}
-	g.Go(func() error { return dsrv.Serve(ctx, dconn) })
+	var dg errgroup.Group
+	for _, c := range conns {
+		dg.Go(func() error { return dsrv.Serve(ctx, c) })
+	}
+	g.Go(func() error {
+		defer dsrv.Close()
+		return dg.Wait()
+	})
 
-	tsrv, err := tftp.New(tftp.Config{Root: f.tftpRoot, Log: log.With("component", "tftp")})
+	tsrv, err := tftp.New(tftp.Config{
+		Root:         f.tftpRoot,
+		MaxTransfers: f.tftpMaxTransfers,
+		MaxWindow:    f.tftpMaxWindow,
+		Log:          log.With("component", "tftp"),
+		Observer:     func(t tftp.Transfer) { observeTFTP(t, dsrv, fl, mx, log) },
+	})
 	if err != nil {
 		return usageError{fmt.Errorf("tftp: %w", err)}
 	}
-	tconn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ipnet.IP, Port: f.tftpPort})
-	if err != nil {
-		return fmt.Errorf("tftp: %w", err)
+	// With --dhcp6, UEFI IPv6 PXE clients are sent to tftp://[prefix6]/.
+	tconns := []*net.UDPConn{}
+	addrs := []*net.UDPAddr{{IP: ipnet.IP, Port: f.tftpPort}}
+	if prefix6.IsValid() {
+		addrs = append(addrs, &net.UDPAddr{IP: prefix6.Addr().AsSlice(), Port: f.tftpPort})
+	}
+	for _, a := range addrs {
+		c, err := net.ListenUDP("udp", a)
+		if err != nil {
+			for _, c := range tconns {
+				c.Close()
+			}
+			tsrv.Close()
+			return fmt.Errorf("tftp: %w", err)
+		}
+		tconns = append(tconns, c)
+	}
+	var tg errgroup.Group
+	for _, c := range tconns {
+		tg.Go(func() error { return tsrv.Serve(ctx, c) })
 	}
 	g.Go(func() error {
 		defer tsrv.Close()
-		return tsrv.Serve(ctx, tconn)
+		return tg.Wait()
 	})
 	// Router advertisements (lifetime 0: we are not a router) end iPXE's
 	// ~14 s wait for IPv6 configuration after DHCP.
-	g.Go(func() error {
-		return dhcp.ServeRA(ctx, dhcp.RAConfig{Interface: f.iface, Log: log.With("component", "ra")})
-	})
-	log.Info("netboot started", "iface", f.iface, "ip", ipnet.IP, "pool", fmt.Sprintf("%s-%s", start, end), "tftp_root", f.tftpRoot)
+	ra := dhcp.RAConfig{Interface: f.iface, Log: log.With("component", "ra")}
+	if prefix6.IsValid() {
+		// With --dhcp6: M flag (addresses come from kiln's DHCPv6) and
+		// the on-link prefix, without which UEFI HTTP Boot finds no
+		// route to kiln's IPv6 address. No A flag: no SLAAC addresses.
+		ra.Managed = true
+		ra.Prefixes = []dhcp.RAPrefix{{Prefix: prefix6.Masked(), OnLink: true}}
+	}
+	g.Go(func() error { return dhcp.ServeRA(ctx, ra) })
+	var pools []string
+	for _, u := range dsrv.Usage() {
+		pools = append(pools, u.Pool)
+	}
+	log.Info("netboot started", "iface", f.iface, "ip", ipnet.IP, "proxy", f.proxy, "pools", strings.Join(pools, ","), "tftp_root", f.tftpRoot)
 	return nil
+}
+
+// dhcpSubnets fills cfg's subnets and reservations from --dhcp-config and the
+// interface's own subnet (--range, --router, --dns). In proxy mode there are
+// none: another server hands out the addresses.
+func dhcpSubnets(cfg *dhcp.Config, f serveFlags, ipnet *net.IPNet) error {
+	if f.proxy {
+		if f.dhcpConfig != "" || f.dhcpRange != "" {
+			return usagef("serve: --proxy hands out no addresses: drop --dhcp-config and --range")
+		}
+		return nil
+	}
+	if f.dhcpConfig != "" {
+		b, err := os.ReadFile(f.dhcpConfig)
+		if err != nil {
+			return usagef("serve: --dhcp-config: %v", err)
+		}
+		file, err := dhcp.ParseConfigFile(b)
+		if err != nil {
+			return usagef("serve: --dhcp-config %s: %v", f.dhcpConfig, err)
+		}
+		cfg.Subnets, cfg.Reservations = file.Subnets, file.Reservations
+	}
+	self, _ := netip.AddrFromSlice(ipnet.IP.To4())
+	for _, sn := range cfg.Subnets {
+		if sn.Prefix.Contains(self) {
+			// The file describes the interface's own subnet: it wins, and
+			// flags that would describe it too are a contradiction.
+			if f.dhcpRange != "" || f.router != "" || f.dns != "" {
+				return usagef("serve: --dhcp-config %s describes the interface's subnet %s: drop --range, --router and --dns", f.dhcpConfig, sn.Prefix)
+			}
+			return nil
+		}
+	}
+	start, end, err := poolRange(f.dhcpRange, ipnet)
+	if err != nil {
+		return usageError{err}
+	}
+	ones, _ := ipnet.Mask.Size()
+	sn := dhcp.Subnet{
+		Prefix:    netip.PrefixFrom(self, ones).Masked(),
+		Pools:     []dhcp.Pool{{Start: netip.AddrFrom4([4]byte(start.To4())), End: netip.AddrFrom4([4]byte(end.To4()))}},
+		LeaseTime: f.leaseTime,
+	}
+	if f.router != "" {
+		r, err := netip.ParseAddr(f.router)
+		if err != nil || !r.Is4() {
+			return usagef("serve: --router %q is not an IPv4 address", f.router)
+		}
+		sn.Router = r
+	}
+	if f.dns != "" {
+		for _, s := range strings.Split(f.dns, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil || !a.Is4() {
+				return usagef("serve: --dns %q: %q is not an IPv4 address", f.dns, s)
+			}
+			sn.DNS = append(sn.DNS, a)
+		}
+	}
+	cfg.Subnets = append([]dhcp.Subnet{sn}, cfg.Subnets...)
+	return nil
+}
+
+// observeTFTP counts a TFTP transfer and records a completed one as the
+// machine's first hop; the machine is found by its lease.
+func observeTFTP(t tftp.Transfer, dsrv *dhcp.Server, fl *fleet.Fleet, mx *metrics.Metrics, log *slog.Logger) {
+	outcome := metrics.TFTPError
+	switch {
+	case t.Err == nil:
+		outcome = metrics.TFTPOK
+	case errors.Is(t.Err, tftp.ErrNotFound):
+		outcome = metrics.TFTPNotFound
+	case errors.Is(t.Err, tftp.ErrAccess):
+		outcome = metrics.TFTPAccessDenied
+	case errors.Is(t.Err, tftp.ErrBusy):
+		outcome = metrics.TFTPBusy
+	case errors.Is(t.Err, tftp.ErrSizeProbe):
+		outcome = metrics.TFTPSizeProbe
+	}
+	mx.TFTPTransfer(outcome, t.Bytes, t.Duration)
+	if t.Err != nil {
+		return
+	}
+	host, _, err := net.SplitHostPort(t.Remote)
+	if err != nil {
+		return
+	}
+	l, ok := dsrv.LeaseFor(net.ParseIP(host))
+	if !ok {
+		return // proxy mode, or a client kiln gave no address
+	}
+	if _, err := fl.Observe(l.MAC, fleet.EventFirstHop, "tftp "+t.File); err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		log.Warn("recording tftp event", "mac", l.MAC, "err", err)
+	}
 }
 
 // interfaceIPv4 returns the first IPv4 address of the named interface.
