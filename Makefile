@@ -30,8 +30,9 @@ lint: ## gofmt, go vet, and go mod tidy leaves no diff
 	$(GO) vet ./...
 	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
 
-unit: ## unit tests with the race detector
+unit: ## unit tests with the race detector (and the windowsize tests of our pin/tftp fork)
 	$(GO) test -race -count=1 $(UNIT_PKGS)
+	cd third_party/pin-tftp && $(GO) test -race -count=1 -run 'Window|TSizeZero|ErrorCode|ParseRequest' ./...
 
 e2e: tiny-inputs ## boot real VMs in a private network namespace (root)
 	$(GO) test -count=1 -v -timeout 20m ./e2e/
