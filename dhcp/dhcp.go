@@ -36,6 +36,12 @@ import (
 // BUG(kiln): One MAC holds at most one lease across all subnets: a client that
 // shows up on another subnet gives up its old address.
 
+// BUG(kiln): Packets are handled concurrently, also two from one client: a
+// RELEASE overtaken by the same client's next DISCOVER and REQUEST (sent
+// within milliseconds) can free the address just acked. Real clients release
+// at shutdown, seconds before they boot again; the crash-loop test waits
+// 200-500 ms after a RELEASE for this reason.
+
 // Defaults for the zero fields of Config, Subnet and Boot.
 const (
 	DefaultLeaseTime = time.Hour
