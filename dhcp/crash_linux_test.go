@@ -169,7 +169,7 @@ func (l *lossyStore) Update(fn func(store.Tx) error) error {
 func TestCrashLoopNoDoubleLease(t *testing.T) {
 	testenv.NeedRoot(t)
 	ipCmd := testenv.NeedTool(t, "ip")
-	srvNS, cliNS := newCrashNetns(t, ipCmd)
+	srvNS, cliNS := newCrashNetns(t)
 	cfg := crashChild{
 		DB: filepath.Join(t.TempDir(), "kiln.db"), Iface: "ksrv", ServerIP: "10.79.0.1",
 		Prefix: "10.79.0.0/24", Start: "10.79.0.10", End: "10.79.0.109", // 100 addresses, 200 clients

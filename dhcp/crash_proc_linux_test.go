@@ -34,41 +34,16 @@ var crashSeq atomic.Int32
 // (its peer kcli, 10.79.0.2/24), and deletes them when the test ends.
 // Clients sit in their own namespace so that their source address is not
 // local to the server's stack, which would drop it as martian.
-func newCrashNetns(t *testing.T, ipCmd string) (srvNS, cliNS string) {
+func newCrashNetns(t *testing.T) (srvNS, cliNS string) {
 	t.Helper()
-	srvNS = fmt.Sprintf("kiln-crash-%d-%d", os.Getpid(), crashSeq.Add(1))
-	cliNS = srvNS + "-cli"
-	ip := func(args ...string) error {
-		out, err := exec.Command(ipCmd, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	for _, ns := range []string{srvNS, cliNS} {
-		if err := ip("netns", "add", ns); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := ip("netns", "del", ns); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	for _, args := range [][]string{
-		{"-n", srvNS, "link", "add", "ksrv", "type", "veth", "peer", "name", "kcli", "netns", cliNS},
-		{"-n", srvNS, "addr", "add", "10.79.0.1/24", "dev", "ksrv"},
-		{"-n", cliNS, "addr", "add", "10.79.0.2/24", "dev", "kcli"},
-		{"-n", srvNS, "link", "set", "lo", "up"},
-		{"-n", srvNS, "link", "set", "ksrv", "up"},
-		{"-n", cliNS, "link", "set", "lo", "up"},
-		{"-n", cliNS, "link", "set", "kcli", "up"},
-	} {
-		if err := ip(args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return srvNS, cliNS
+	srv := testenv.NewNetns(t, fmt.Sprintf("kiln-crash-%d-%d", os.Getpid(), crashSeq.Add(1)))
+	cli := testenv.NewNetns(t, srv.Name+"-cli")
+	srv.IP(t, "link", "add", "ksrv", "type", "veth", "peer", "name", "kcli", "netns", cli.Name)
+	srv.IP(t, "addr", "add", "10.79.0.1/24", "dev", "ksrv")
+	cli.IP(t, "addr", "add", "10.79.0.2/24", "dev", "kcli")
+	srv.IP(t, "link", "set", "ksrv", "up")
+	cli.IP(t, "link", "set", "kcli", "up")
+	return srv.Name, cli.Name
 }
 
 // crashSupervisor starts, kills and restarts the server child.

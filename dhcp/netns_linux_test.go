@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +15,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/kiln-dev/kiln/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // newNetns creates a network namespace named kiln-dhcp-<pid> holding a veth
@@ -26,69 +22,22 @@ import (
 // Nothing is created outside the namespace.
 func newNetns(t *testing.T) (ns, srv, cli string) {
 	t.Helper()
-	testenv.NeedRoot(t)
-	ipCmd := testenv.NeedTool(t, "ip")
-	ns, srv, cli = fmt.Sprintf("kiln-dhcp-%d", os.Getpid()), "kiln-srv", "kiln-cli"
-	ip := func(args ...string) error {
-		out, err := exec.Command(ipCmd, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := ip("netns", "add", ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ip("netns", "del", ns); err != nil {
-			t.Error(err)
-		}
-	})
-	for _, args := range [][]string{
-		{"link", "add", srv, "type", "veth", "peer", "name", cli},
-		{"addr", "add", "10.77.0.1/24", "dev", srv},
-		{"link", "set", "lo", "up"},
-		{"link", "set", srv, "up"},
-		{"link", "set", cli, "up"},
-	} {
-		if err := ip(append([]string{"-n", ns}, args...)...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ns, srv, cli
+	n := testenv.NewNetns(t, fmt.Sprintf("kiln-dhcp-%d", os.Getpid()))
+	srv, cli = "kiln-srv", "kiln-cli"
+	n.IP(t, "link", "add", srv, "type", "veth", "peer", "name", cli)
+	n.IP(t, "addr", "add", "10.77.0.1/24", "dev", srv)
+	n.IP(t, "link", "set", srv, "up")
+	n.IP(t, "link", "set", cli, "up")
+	return n.Name, srv, cli
 }
 
 // inNetns runs fn on a thread switched into namespace ns. Sockets fn opens
 // stay in ns after the thread switches back.
 func inNetns(t *testing.T, ns string, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
+	if err := testenv.InNetns(ns, func() error { fn(); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("setns %s: %v", ns, err)
-	}
-	defer func() {
-		// If the thread cannot switch back it stays locked, and the
-		// runtime ends it with this goroutine.
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Errorf("setns back: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
 }
 
 func TestServeInNetns(t *testing.T) {
@@ -118,15 +67,7 @@ func TestServeInNetns(t *testing.T) {
 	})
 	t.Cleanup(func() { client.Close() })
 
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- e.s.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve() = %v", err)
-		}
-	})
+	serveConns(t, e.s, conn)
 
 	reqCtx, reqCancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer reqCancel()
@@ -162,34 +103,17 @@ type twoNetns struct{ srvNS, cliNS string }
 
 func newTwoNetns(t *testing.T) twoNetns {
 	t.Helper()
-	testenv.NeedRoot(t)
-	ipCmd := testenv.NeedTool(t, "ip")
-	n := nsCount.Add(1)
-	ns := twoNetns{fmt.Sprintf("kiln-dhcp-%d-%d-s", os.Getpid(), n), fmt.Sprintf("kiln-dhcp-%d-%d-c", os.Getpid(), n)}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ipCmd, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	for _, name := range []string{ns.srvNS, ns.cliNS} {
-		ip("netns", "add", name)
-		t.Cleanup(func() {
-			if out, err := exec.Command(ipCmd, "netns", "del", name).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", name, err, out)
-			}
-		})
-		ip("-n", name, "link", "set", "lo", "up")
-	}
-	ip("-n", ns.srvNS, "link", "add", "srv", "type", "veth", "peer", "name", "cli", "netns", ns.cliNS)
-	ip("-n", ns.srvNS, "addr", "add", "10.77.0.1/24", "dev", "srv")
-	ip("-n", ns.srvNS, "link", "set", "srv", "up")
+	name := fmt.Sprintf("kiln-dhcp-%d-%d", os.Getpid(), nsCount.Add(1))
+	srv, cli := testenv.NewNetns(t, name+"-s"), testenv.NewNetns(t, name+"-c")
+	srv.IP(t, "link", "add", "srv", "type", "veth", "peer", "name", "cli", "netns", cli.Name)
+	srv.IP(t, "addr", "add", "10.77.0.1/24", "dev", "srv")
+	srv.IP(t, "link", "set", "srv", "up")
 	for _, a := range []string{"10.77.0.2/24", "10.77.0.60/24", "10.78.0.1/24", "10.78.0.100/24"} {
-		ip("-n", ns.cliNS, "addr", "add", a, "dev", "cli")
+		cli.IP(t, "addr", "add", a, "dev", "cli")
 	}
-	ip("-n", ns.cliNS, "link", "set", "cli", "up")
-	ip("-n", ns.srvNS, "route", "add", "10.78.0.0/24", "via", "10.77.0.2")
-	return ns
+	cli.IP(t, "link", "set", "cli", "up")
+	srv.IP(t, "route", "add", "10.78.0.0/24", "via", "10.77.0.2")
+	return twoNetns{srv.Name, cli.Name}
 }
 
 // serveConns runs s.Serve on each conn until the test ends.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -53,86 +52,14 @@ garbage
 
 // raNS is a network namespace named kiln-ra-<pid> made for one test and
 // deleted at its end. Nothing is created outside it.
-type raNS struct {
-	name string
-	ipc  string // path of iproute2's ip
-}
+type raNS struct{ *testenv.Netns }
 
 func newRANS(t *testing.T) *raNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: creating a network namespace needs root")
-	}
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
 		t.Skip("skipping: the kernel has no IPv6")
 	}
-	ipc, err := exec.LookPath("ip")
-	if err != nil {
-		t.Skip("skipping: needs iproute2's ip command")
-	}
-	n := &raNS{name: fmt.Sprintf("kiln-ra-%d", os.Getpid()), ipc: ipc}
-	if err := n.run("netns", "add", n.name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.run("netns", "del", n.name); err != nil {
-			t.Error(err)
-		}
-	})
-	n.ip(t, "link", "set", "lo", "up")
-	return n
-}
-
-func (n *raNS) run(args ...string) error {
-	out, err := exec.Command(n.ipc, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// ip runs ip -n NS args and fails the test on error.
-func (n *raNS) ip(t *testing.T, args ...string) {
-	t.Helper()
-	if err := n.run(append([]string{"-n", n.name}, args...)...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// do runs fn on a thread switched into the namespace, then switches back.
-// Sockets fn opens stay in the namespace.
-func (n *raNS) do(t *testing.T, fn func() error) {
-	t.Helper()
-	err := func() error {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			return err
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + n.name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			return err
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			return fmt.Errorf("setns %s: %w", n.name, err)
-		}
-		defer func() {
-			// A thread that cannot switch back stays locked and dies
-			// with this goroutine.
-			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		return fn()
-	}()
-	if err != nil {
-		t.Fatal(err)
-	}
+	return &raNS{testenv.NewNetns(t, fmt.Sprintf("kiln-ra-%d", os.Getpid()))}
 }
 
 // veth adds a veth pair a-b and brings it up if asked. Duplicate address
@@ -141,8 +68,8 @@ func (n *raNS) do(t *testing.T, fn func() error) {
 // every solicitation comes from the test.
 func (n *raNS) veth(t *testing.T, a, b string, up bool) {
 	t.Helper()
-	n.ip(t, "link", "add", a, "type", "veth", "peer", "name", b)
-	n.do(t, func() error {
+	n.IP(t, "link", "add", a, "type", "veth", "peer", "name", b)
+	n.Do(t, func() error {
 		for _, dev := range []string{a, b} {
 			for _, set := range [][2]string{{"accept_dad", "0"}, {"router_solicitations", "0"}} {
 				path := "/proc/sys/net/ipv6/conf/" + dev + "/" + set[0]
@@ -161,7 +88,7 @@ func (n *raNS) veth(t *testing.T, a, b string, up bool) {
 func (n *raNS) up(t *testing.T, devs ...string) {
 	t.Helper()
 	for _, dev := range devs {
-		n.ip(t, "link", "set", dev, "up")
+		n.IP(t, "link", "set", dev, "up")
 	}
 }
 
@@ -177,7 +104,7 @@ func (n *raNS) iface(t *testing.T, dev string) (*net.Interface, net.IP) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s has no usable link-local address after 10s", dev)
 		}
-		n.do(t, func() error {
+		n.Do(t, func() error {
 			var err error
 			if ifi, err = net.InterfaceByName(dev); err != nil {
 				return err
@@ -203,7 +130,7 @@ func (n *raNS) serve(t *testing.T, cfg RAConfig) *raRun {
 	t.Helper()
 	r := &raRun{done: make(chan struct{})}
 	cfg.Log = slog.New(slog.NewTextHandler(&r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	target, err := os.Open("/run/netns/" + n.name)
+	target, err := os.Open("/run/netns/" + n.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +142,7 @@ func (n *raNS) serve(t *testing.T, cfg RAConfig) *raRun {
 		// goroutine ends, so nothing else ever runs in the namespace.
 		runtime.LockOSThread()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			r.err = fmt.Errorf("setns %s: %w", n.name, err)
+			r.err = fmt.Errorf("setns %s: %w", n.Name, err)
 			return
 		}
 		r.err = ServeRA(ctx, cfg)
@@ -266,7 +193,7 @@ type raClient struct {
 func (n *raNS) listen(t *testing.T, dev string) *raClient {
 	t.Helper()
 	cl := &raClient{t: t}
-	n.do(t, func() error {
+	n.Do(t, func() error {
 		var err error
 		if cl.ifi, err = net.InterfaceByName(dev); err != nil {
 			return err
@@ -440,7 +367,7 @@ func TestServeRAInNetns(t *testing.T) {
 
 	t.Run("IPv6 disabled", func(t *testing.T) {
 		n.veth(t, "ra-off0", "ra-off1", false)
-		n.do(t, func() error {
+		n.Do(t, func() error {
 			return os.WriteFile("/proc/sys/net/ipv6/conf/ra-off0/disable_ipv6", []byte("1"), 0o644)
 		})
 		n.up(t, "ra-off0", "ra-off1")
@@ -467,7 +394,7 @@ func TestServeRAInNetns(t *testing.T) {
 		if r := cl.next(2 * time.Second); r == nil {
 			t.Fatal("no advertisement at start")
 		}
-		n.ip(t, "link", "del", "ra-gone0")
+		n.IP(t, "link", "del", "ra-gone0")
 		if err := run.result(t, 2*time.Second); err == nil || !strings.Contains(err.Error(), "ra-gone0") {
 			t.Errorf("ServeRA after its interface was deleted = %v, want an error naming it", err)
 		}

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/dhcpv6/nclient6"
-	"golang.org/x/sys/unix"
 
 	"github.com/kiln-dev/kiln/internal/testenv"
 )
@@ -31,38 +29,27 @@ var nsSeq atomic.Int32
 // srv (fd77::1/64) and cli. It is deleted when the test ends; nothing is
 // created outside it.
 type netns struct {
-	name, srv, cli string
+	*testenv.Netns
+	srv, cli string
 }
 
 func newNetns(t *testing.T) *netns {
 	t.Helper()
-	testenv.NeedRoot(t)
-	testenv.NeedTool(t, "ip")
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
 		t.Skip("skipping: the kernel has no IPv6")
 	}
-	n := &netns{name: fmt.Sprintf("kiln-dhcp6-%d-%d", os.Getpid(), nsSeq.Add(1)), srv: "k6-srv", cli: "k6-cli"}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", n.name)
+	n := &netns{Netns: testenv.NewNetns(t, fmt.Sprintf("kiln-dhcp6-%d-%d", os.Getpid(), nsSeq.Add(1))), srv: "k6-srv", cli: "k6-cli"}
 	t.Cleanup(func() {
-		// Anything still in the namespace was started by this test.
-		if out, err := exec.Command("ip", "netns", "pids", n.name).Output(); err == nil {
+		// Anything still in the namespace was started by this test. This
+		// runs before the namespace is deleted.
+		if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
 			for _, pid := range strings.Fields(string(out)) {
 				exec.Command("kill", pid).Run()
 			}
 		}
-		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-		}
 	})
-	ip("-n", n.name, "link", "set", "lo", "up")
-	ip("-n", n.name, "link", "add", n.srv, "type", "veth", "peer", "name", n.cli)
-	n.do(t, func() error {
+	n.IP(t, "link", "add", n.srv, "type", "veth", "peer", "name", n.cli)
+	n.Do(t, func() error {
 		// Link-local addresses usable at once: no duplicate address
 		// detection in a namespace the test owns.
 		for _, dev := range []string{n.srv, n.cli} {
@@ -72,53 +59,17 @@ func newNetns(t *testing.T) *netns {
 		}
 		return nil
 	})
-	ip("-n", n.name, "addr", "add", "fd77::1/64", "dev", n.srv, "nodad")
-	ip("-n", n.name, "link", "set", n.srv, "up")
-	ip("-n", n.name, "link", "set", n.cli, "up")
+	n.IP(t, "addr", "add", "fd77::1/64", "dev", n.srv, "nodad")
+	n.IP(t, "link", "set", n.srv, "up")
+	n.IP(t, "link", "set", n.cli, "up")
 	return n
-}
-
-// do runs fn on a thread switched into the namespace. Sockets fn opens stay
-// in the namespace.
-func (n *netns) do(t *testing.T, fn func() error) {
-	t.Helper()
-	err := func() error {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			return err
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + n.name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			return err
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			return fmt.Errorf("setns %s: %w", n.name, err)
-		}
-		defer func() {
-			// A thread that cannot switch back stays locked and ends
-			// with this goroutine.
-			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		return fn()
-	}()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // serve runs a server on srv until the test ends.
 func (n *netns) serve(t *testing.T, e *env) {
 	t.Helper()
 	var conn net.PacketConn
-	n.do(t, func() error {
+	n.Do(t, func() error {
 		var err error
 		if conn, err = Listen(n.srv); err != nil {
 			return fmt.Errorf("Listen(%q): %w", n.srv, err)
@@ -145,7 +96,7 @@ func (n *netns) serve(t *testing.T, e *env) {
 
 func (n *netns) iface(t *testing.T, dev string) *net.Interface {
 	var ifi *net.Interface
-	n.do(t, func() error {
+	n.Do(t, func() error {
 		var err error
 		ifi, err = net.InterfaceByName(dev)
 		return err
@@ -161,14 +112,14 @@ func TestServeNclient6(t *testing.T) {
 	n := newNetns(t)
 	e := newEnv(t)
 	// New looks up srv for the default server DUID: in the namespace.
-	n.do(t, func() error {
+	n.Do(t, func() error {
 		e.s = e.newServer(func(c *Config) { c.Interface = n.srv; c.ServerDUID = nil })
 		return nil
 	})
 	n.serve(t, e)
 	cli := n.iface(t, n.cli)
 	var client *nclient6.Client
-	n.do(t, func() error {
+	n.Do(t, func() error {
 		var err error
 		client, err = nclient6.New(n.cli, nclient6.WithTimeout(2*time.Second), nclient6.WithRetry(3))
 		return err
@@ -236,7 +187,7 @@ request dhcp6.bootfile-url;
 	// bound, and the namespace cleanup stops it.
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.name, dhclient, "-6", "-1", "-v", "-cf", conf,
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.Name, dhclient, "-6", "-1", "-v", "-cf", conf,
 		"-lf", lf, "-pf", filepath.Join(dir, "pid"), "-sf", "/bin/true", n.cli)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
