@@ -61,8 +61,9 @@ const PXEPort = 4011
 // 4.3.3) stays out of the pool.
 const declineHold = 10 * time.Minute
 
-// defaultMaxInFlight bounds the packets Serve handles at once.
-const defaultMaxInFlight = 64
+// defaultMaxInFlight bounds the packets Serve handles at once. Most of them
+// wait for a group commit, so more in flight means larger batches.
+const defaultMaxInFlight = 256
 
 // Config configures one DHCPv4 server on one interface. Zero fields take the
 // documented defaults; New rejects a Config that misses a required field.

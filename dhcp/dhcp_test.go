@@ -151,7 +151,6 @@ func TestStoreFailureSendsNothing(t *testing.T) {
 	e.s.commits.close()
 	e.s.commits = newCommitter(failStore{e.st})
 	for _, req := range []*dhcpv4.DHCPv4{
-		packet(t, dhcpv4.MessageTypeDiscover, macB),
 		packet(t, dhcpv4.MessageTypeRequest, macA, withRequested(ip("10.77.0.100"))),
 		packet(t, dhcpv4.MessageTypeRelease, macA, dhcpv4.WithClientIP(ip("10.77.0.100"))),
 	} {
@@ -162,6 +161,10 @@ func TestStoreFailureSendsNothing(t *testing.T) {
 	}
 	if diff := cmp.Diff(before, e.s.Leases()); diff != "" {
 		t.Errorf("Leases() changed though the store failed (-before +after):\n%s", diff)
+	}
+	// Offers are not written (see apply): a DISCOVER is answered even now.
+	if got := e.handle(packet(t, dhcpv4.MessageTypeDiscover, macB)); got.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Errorf("DISCOVER while the store fails: %v, want an OFFER", summarize(got))
 	}
 	// The disk is back: the reloaded tables serve on.
 	e.s.commits.close()
@@ -236,20 +239,43 @@ func TestCommitOutsideLock(t *testing.T) {
 	e.s.commits.close()
 	e.s.commits = newCommitter(gateStore{e.st, entered, gate})
 	replies := make(chan *dhcpv4.DHCPv4, 3)
-	discover := func(mac string) {
-		resp, err := e.s.Handle(packet(t, dhcpv4.MessageTypeDiscover, mac))
+	// Offers are not written (see apply), so each client's REQUEST is the
+	// write that waits.
+	macs := []string{macA, macB, "52:54:00:00:00:0c"}
+	offers := map[string]*dhcpv4.DHCPv4{}
+	for _, mac := range macs {
+		offers[mac] = e.handle(packet(t, dhcpv4.MessageTypeDiscover, mac))
+	}
+	select {
+	case <-entered:
+		t.Fatal("an offer was written to the store")
+	default:
+	}
+	request := func(mac string) {
+		o := offers[mac]
+		resp, err := e.s.Handle(packet(t, dhcpv4.MessageTypeRequest, mac,
+			withRequested(o.YourIPAddr), withServerID(o.ServerIdentifier())))
 		if err != nil {
-			t.Errorf("DISCOVER %s: %v", mac, err)
+			t.Errorf("REQUEST %s: %v", mac, err)
 		}
 		replies <- resp
 	}
-	go discover(macA)
+	go request(macs[0])
 	<-entered // A's write is in the store, held
-	go discover(macB)
-	go discover("52:54:00:00:00:0c")
+	go request(macs[1])
+	go request(macs[2])
 	decided := make(chan struct{})
 	go func() {
-		for len(e.s.Leases()) < 3 { // blocks while anyone holds the lock
+		for { // Leases blocks while anyone holds the lock
+			bound := 0
+			for _, l := range e.s.Leases() {
+				if l.State == StateBound {
+					bound++
+				}
+			}
+			if bound == 3 {
+				break
+			}
 			time.Sleep(time.Millisecond)
 		}
 		close(decided)
@@ -268,13 +294,13 @@ func TestCommitOutsideLock(t *testing.T) {
 	got := map[string]bool{}
 	for range 3 {
 		r := <-replies
-		if r == nil {
-			t.Fatal("no offer")
+		if r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("reply %v, want an ACK", summarize(r))
 		}
 		got[r.YourIPAddr.String()] = true
 	}
 	if len(got) != 3 {
-		t.Errorf("offers %v, want three different addresses", got)
+		t.Errorf("acks %v, want three different addresses", got)
 	}
 	before := e.s.Leases()
 	e.restart()

@@ -191,7 +191,6 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, sn *subnet, now time.Time) result 
 		s.mu.Unlock()
 		return ignored("pool exhausted")
 	}
-	var wait func() error
 	cur := s.byMAC[mac]
 	// A bound client that discovers again (a chain-loaded boot loader)
 	// keeps its binding.
@@ -200,13 +199,11 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, sn *subnet, now time.Time) result 
 		if r := s.byAddr[addr]; r != cur {
 			prev = r
 		}
-		put := &record{mac: mac, addr: addr, expires: now.Add(sn.OfferTime), state: StateOffered}
-		wait = s.change(put, cur, prev)
+		// In memory only: see apply.
+		s.apply(&record{mac: mac, addr: addr, expires: now.Add(sn.OfferTime), state: StateOffered}, cur, prev)
 	}
 	s.mu.Unlock()
-	r := s.leaseReply(req, sn, dhcpv4.MessageTypeOffer, addr, "offered")
-	r.wait = wait
-	return r
+	return s.leaseReply(req, sn, dhcpv4.MessageTypeOffer, addr, "offered")
 }
 
 // request answers DHCPREQUEST in every client state of RFC 2131 section

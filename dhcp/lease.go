@@ -217,7 +217,38 @@ func (s *Server) change(put *record, drop ...*record) (wait func() error) {
 			return func() error { return fmt.Errorf("encoding lease %s: %w", put.addr, err) }
 		}
 	}
-	var dels []netip.Addr
+	dels := s.apply(put, drop...)
+	durable := s.commits.enqueue(func(tx store.Tx) error {
+		for _, a := range dels {
+			if err := tx.Delete(leaseBucket, a.String()); err != nil {
+				return err
+			}
+		}
+		if put == nil {
+			return nil
+		}
+		return tx.Put(leaseBucket, put.addr.String(), value)
+	})
+	return func() error {
+		if err := durable(); err != nil {
+			return fmt.Errorf("persisting dhcp lease: %w", err)
+		}
+		return nil
+	}
+}
+
+// apply changes the tables only: put (if not nil) replaces the records in
+// drop. It returns the addresses whose records are gone. The caller holds
+// s.mu.
+//
+// Offers are applied without a store write (like Kea and dnsmasq, kiln
+// does not persist offers): an offer hands nothing out. A restart forgets
+// them, and a client requesting a forgotten offer is NAKed and starts over;
+// only an ack, written before it is sent, binds an address. Whatever the
+// offer replaced in the tables is still in the store and comes back on a
+// restart, which is harmless: it is the same client's old record or an
+// expired one.
+func (s *Server) apply(put *record, drop ...*record) (dels []netip.Addr) {
 	for _, r := range drop {
 		if r == nil {
 			continue
@@ -242,23 +273,7 @@ func (s *Server) change(put *record, drop ...*record) (wait func() error) {
 			s.byMAC[put.mac] = put
 		}
 	}
-	durable := s.commits.enqueue(func(tx store.Tx) error {
-		for _, a := range dels {
-			if err := tx.Delete(leaseBucket, a.String()); err != nil {
-				return err
-			}
-		}
-		if put == nil {
-			return nil
-		}
-		return tx.Put(leaseBucket, put.addr.String(), value)
-	})
-	return func() error {
-		if err := durable(); err != nil {
-			return fmt.Errorf("persisting dhcp lease: %w", err)
-		}
-		return nil
-	}
+	return dels
 }
 
 // Leases returns a snapshot of every lease record, including expired and

@@ -15,8 +15,9 @@ import (
 const maxPacket = 1<<16 - 1
 
 // Serve reads requests from conn, handles up to a fixed number at once and
-// sends the replies. A packet that arrives while all handlers are busy is
-// dropped with a log line. A conn bound to PXEPort is served as a PXE boot
+// sends the replies. While all handlers are busy it does not read: packets
+// wait in the socket's receive buffer, and only the kernel drops them when
+// that is full. A conn bound to PXEPort is served as a PXE boot
 // server (proxyDHCP, see Config.Proxy); any other as port 67. Serve returns
 // nil when ctx ends, or the read error that stopped it; either way it closes
 // conn and waits for the handlers to finish.
@@ -49,12 +50,13 @@ func (s *Server) serve(ctx context.Context, conn net.PacketConn, bootPort bool) 
 			return err
 		}
 		arrived := time.Now()
+		// With every handler busy (most wait for the disk), stop reading:
+		// the socket's receive buffer (rcvBuf) queues a storm, where
+		// dropping would cost each client a retransmission seconds later.
 		select {
 		case sem <- struct{}{}:
-		default:
-			s.log.Warn("dropped packet: all handlers busy", "peer", peer, "max", s.maxInFlight)
-			s.decided(Decision{Outcome: "ignored", Reason: "all handlers busy", Proxy: s.cfg.Proxy || bootPort})
-			continue
+		case <-ctx.Done():
+			return nil
 		}
 		pkt := append([]byte(nil), buf[:n]...)
 		wg.Go(func() {
