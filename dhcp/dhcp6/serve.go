@@ -18,8 +18,8 @@ const ClientPort = dhcpv6.DefaultClientPort
 
 // Serve reads messages from conn, handles up to a fixed number at once and
 // sends the replies to the port and address each message came from (RFC
-// 8415 section 18.3.10). A packet that arrives while all handlers are busy
-// is dropped with a log line. Serve returns nil when ctx ends, or the read
+// 8415 section 18.3.10). While all handlers are busy it does not read:
+// packets wait in the socket's receive buffer. Serve returns nil when ctx ends, or the read
 // error that stopped it; either way it closes conn and waits for the
 // handlers to finish.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
@@ -45,11 +45,12 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			}
 			return err
 		}
+		// With every handler busy, stop reading: the socket's receive
+		// buffer queues a burst, where dropping costs a retransmission.
 		select {
 		case sem <- struct{}{}:
-		default:
-			s.log.Warn("dropped packet: all handlers busy", "peer", peer, "max", s.maxInFlight)
-			continue
+		case <-ctx.Done():
+			return nil
 		}
 		pkt := append([]byte(nil), buf[:n]...)
 		wg.Go(func() {
