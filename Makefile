@@ -49,8 +49,11 @@ test: deps tiny-inputs lint fuzz unit e2e ## everything CI runs: lint, short fuz
 
 ci: test ## what .ci/run runs
 
-bench: deps build ## time kiln build against cpio|zstd, mksquashfs, mkfs.ext4 and a cold build (root; 7-15 min; not part of test)
+bench: build ## kiln against cpio|zstd, mksquashfs, mkfs.ext4, Kea, dnsmasq and tftpd-hpa (root; ~20 min; not part of test)
+	./scripts/deps.sh --bench
 	KILN=bin/kiln bash bench/build.sh
+	KILN=bin/kiln bash bench/dhcp.sh
+	KILN=bin/kiln bash bench/tftp.sh
 
 demo: deps tiny-inputs build ## bake the tiny image, netboot a VM to ready in a private namespace, show the inventory
 	./scripts/demo.sh

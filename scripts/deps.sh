@@ -32,6 +32,14 @@ pkgs=(
   isc-dhcp-client   # dhcp6: dhclient -6 as a real DHCPv6 client
 )
 
+# scripts/deps.sh --bench adds the peers make bench compares kiln with. Their
+# packages ship services (kea-dhcp4-server, tftpd-hpa) that would answer on
+# every interface: they are never started and are disabled below.
+bench_services=(kea-dhcp4-server tftpd-hpa)
+if [[ ${1:-} == --bench ]]; then
+  pkgs+=(kea-dhcp4-server kea-admin tftpd-hpa xxd)
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -56,3 +64,6 @@ if [[ ! -e $policy ]]; then
   trap 'rm -f "$policy"' EXIT
 fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ ${1:-} == --bench ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now "${bench_services[@]}" >/dev/null 2>&1 || true
+fi
