@@ -171,9 +171,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	closeListeners := func() {
+		ln.Close()
+		if ln6 != nil {
+			ln6.Close()
+		}
+	}
 	if ipnet != nil {
 		if err := startNetboot(ctx, g, f, ipnet, prefix6, addr, st, fl, mx, log); err != nil {
-			ln.Close()
+			closeListeners()
 			stop()
 			g.Wait()
 			return err
@@ -189,7 +195,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, HTTPBootFile: httpBootFile, Metrics: mx, Log: log})
 	if err != nil {
-		ln.Close()
+		closeListeners()
 		stop()
 		g.Wait()
 		return err
