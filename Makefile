@@ -8,7 +8,7 @@ TINY_CACHE ?= .cache/tiny
 FUZZTIME   ?= 10s
 UNIT_PKGS   = $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: help build deps tiny-inputs tiny lint unit e2e fuzz test demo ci bench clean
+.PHONY: help build deps tiny-inputs cloud-init tiny lint unit e2e fuzz test demo ci bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ deps: ## install the Debian packages the tests and demo need (root; skips what i
 
 tiny-inputs: deps ## fetch the tiny image's kernel and busybox from Debian into .cache/tiny
 	./scripts/fetch-tiny-inputs.sh $(TINY_CACHE)
+
+cloud-init: deps ## unpack Debian's cloud-init (not installed) into .cache/cloud-init for identity's tests
+	./identity/testdata/fetch-cloud-init.sh .cache/cloud-init
 
 tiny: build tiny-inputs ## bake the tiny example image into out/images
 	./bin/kiln build testdata/recipes/tiny.yaml --images out/images
@@ -45,7 +48,7 @@ fuzz: ## a short pass of every fuzz target (FUZZTIME each)
 	  done; \
 	done
 
-test: deps tiny-inputs lint fuzz unit e2e ## everything CI runs: lint, short fuzz, unit (race), e2e boots
+test: deps tiny-inputs cloud-init lint fuzz unit e2e ## everything CI runs: lint, short fuzz, unit (race), e2e boots
 
 ci: test ## what .ci/run runs
 

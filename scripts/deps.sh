@@ -30,6 +30,10 @@ pkgs=(
   tcpdump           # e2e: checks option 82 is echoed to the relay
   curl atftp tftp-hpa  # tftp: real clients (blksize, windowsize, tsize)
   isc-dhcp-client   # dhcp6: dhclient -6 as a real DHCPv6 client
+  # identity: the libraries Debian's cloud-init imports; cloud-init itself is
+  # only unpacked (identity/testdata/fetch-cloud-init.sh), never installed
+  python3 python3-yaml python3-jsonschema python3-jinja2 python3-configobj
+  python3-requests python3-netifaces python3-jsonpatch python3-oauthlib python3-serial
 )
 
 # scripts/deps.sh --bench adds the peers make bench compares kiln with. Their
