@@ -211,6 +211,14 @@ func (l *lab) startQEMU(t *testing.T, mac string, fw firmware, memory, serial st
 			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	}
 	args = append(args, "-device", nic)
+	return l.runQEMU(t, args)
+}
+
+// runQEMU starts qemu-system-x86_64 with args in the lab's namespace, its
+// output in qemu.log; the returned channel closes when it exits. Cleanup
+// kills it.
+func (l *lab) runQEMU(t *testing.T, args []string) <-chan struct{} {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(l.dir, "qemu.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -152,23 +151,7 @@ func (l *lab) startQEMUHTTP6(t *testing.T, mac, serial string) <-chan struct{} {
 		"-device", "virtio-net-pci,netdev=n0,mac=" + mac + ",bootindex=1,romfile=",
 		"-boot", "order=n,menu=on,splash-time=5000",
 	}
-	logf, err := os.Create(filepath.Join(l.dir, "qemu.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := l.inNS(context.Background(), "qemu-system-x86_64", args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-		logf.Close()
-	})
-	return done
+	return l.runQEMU(t, args)
 }
 
 // grepLines returns up to n lines of s that contain sub, for failure
