@@ -13,10 +13,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -154,7 +155,7 @@ func (id Identity) Validate() error {
 			return fmt.Errorf("ssh_authorized_keys[%d]: %w", i, err)
 		}
 	}
-	for _, typ := range sortedKeys(id.SSHHostKeys) {
+	for _, typ := range slices.Sorted(maps.Keys(id.SSHHostKeys)) {
 		kp := id.SSHHostKeys[typ]
 		algs, ok := hostKeyTypes[typ]
 		if !ok {
@@ -168,7 +169,7 @@ func (id Identity) Validate() error {
 			return fmt.Errorf("ssh_host_keys[%s].private is not a PEM or OpenSSH private key (-----BEGIN ... PRIVATE KEY-----)", typ)
 		}
 	}
-	for _, k := range sortedKeys(id.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(id.Labels)) {
 		if err := checkLabel(k, id.Labels[k]); err != nil {
 			return err
 		}
@@ -318,11 +319,26 @@ func init() {
 // packages, users, files and commands are common to many machines. Field names
 // are case-sensitive, unlike encoding/json's. Empty lists and maps decode to nil.
 func Decode(data []byte) (Identity, error) {
+	id, err := DecodePartial(data)
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := id.Validate(); err != nil {
+		return Identity{}, fmt.Errorf("invalid identity: %w", err)
+	}
+	return id, nil
+}
+
+// DecodePartial is Decode without the validation of the whole: for the part
+// of an identity an operator writes in a file, whose hostname, MAC and image
+// come from elsewhere (kiln machines add --identity FILE). Keys that are not
+// identity are refused all the same.
+func DecodePartial(data []byte) (Identity, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return Identity{}, fmt.Errorf("decoding identity: %w", err)
 	}
-	for _, k := range sortedKeys(raw) {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		if !fields[k] {
 			return Identity{}, fmt.Errorf("decoding identity: %w", &NotIdentityError{Field: k})
 		}
@@ -350,9 +366,6 @@ func Decode(data []byte) (Identity, error) {
 	}
 	if len(id.Labels) == 0 {
 		id.Labels = nil
-	}
-	if err := id.Validate(); err != nil {
-		return Identity{}, fmt.Errorf("invalid identity: %w", err)
 	}
 	return id, nil
 }
@@ -443,13 +456,4 @@ func needMachineID(id Identity) error {
 		return fmt.Errorf("machine_id is empty: cloud-init needs it for its instance-id")
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
