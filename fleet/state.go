@@ -8,15 +8,29 @@ import (
 // State is a machine's lifecycle state.
 type State string
 
-// The states of this version. A machine is assigned when registered, booting
-// once kiln has handed it a boot script for its image, and ready once it
-// phoned home with that image. It is failed when it reported another image.
+// The lifecycle states. A MAC kiln saw but nobody registered is
+// discovered and boots nothing. A registered machine is assigned until its
+// first boot; booting once kiln has handed it a boot script (its image from
+// the network, or its installed disk); installing while the installer writes
+// its generation to the disk, installed once the installer verified it, and
+// ready once it phoned home with its image. It is failed when it reported
+// another image or the install failed, and retired when the operator took it
+// out of service: it boots nothing and its tokens are dead.
 const (
-	Assigned State = "assigned"
-	Booting  State = "booting"
-	Ready    State = "ready"
-	Failed   State = "failed"
+	Discovered State = "discovered"
+	Assigned   State = "assigned"
+	Booting    State = "booting"
+	Installing State = "installing"
+	Installed  State = "installed"
+	Ready      State = "ready"
+	Failed     State = "failed"
+	Retired    State = "retired"
 )
+
+// States returns every state in lifecycle order.
+func States() []State {
+	return []State{Discovered, Assigned, Booting, Installing, Installed, Ready, Failed, Retired}
+}
 
 // EventKind names what happened to a machine.
 type EventKind string
@@ -33,30 +47,96 @@ const (
 	EventRoot     EventKind = "root"     // the root image (squashfs) was fetched
 	EventIdentity EventKind = "identity" // the identity was served
 	EventReady    EventKind = "ready"    // phone-home with the assigned image
-	EventFailed   EventKind = "failed"   // phone-home with another image
+	EventFailed   EventKind = "failed"   // phone-home with another image, or a failed install
 )
 
-// ErrTransition is returned for an event that is not allowed in the
-// machine's current state.
+// Lifecycle event kinds. Only fleet's operations record them (Observe
+// refuses them): each is the state change of one operation.
+const (
+	EventDiscovered EventKind = "discovered" // an unknown MAC was seen (Discover)
+	EventGeneration EventKind = "generation" // Replace, Reimage or Rollback made a generation; detail "replace generation N: image X"
+	EventInstalling EventKind = "installing" // the boot script runs the installer (StartBoot)
+	EventInstalled  EventKind = "installed"  // the installer verified the disk (ReportInstall)
+	EventDiskBoot   EventKind = "diskboot"   // the boot script boots the installed disk (StartBoot)
+	EventRetired    EventKind = "retired"    // the machine was retired (Retire)
+)
+
+// ErrTransition is returned for an event or operation that is not allowed
+// in the machine's current state.
 var ErrTransition = errors.New("invalid state transition")
+
+// bootable are the states a boot can start from.
+var bootable = []State{Assigned, Booting, Installing, Installed, Ready, Failed}
+
+// transitions is the lifecycle: for each state, the events that change it
+// and the state they lead to. An event that is neither here nor in
+// keepState is not allowed in that state. The pseudo-state "" is a MAC
+// without a record.
+var transitions = func() map[State]map[EventKind]State {
+	t := map[State]map[EventKind]State{}
+	add := func(from State, kind EventKind, to State) {
+		if t[from] == nil {
+			t[from] = map[EventKind]State{}
+		}
+		t[from][kind] = to
+	}
+	add("", EventDiscovered, Discovered) // Discover
+	add("", EventAssigned, Assigned)     // Create
+	add(Discovered, EventAssigned, Assigned)
+	for _, s := range bootable {
+		add(s, EventScript, Booting)        // StartBoot: network or UKI, or the legacy Observe
+		add(s, EventDiskBoot, Booting)      // StartBoot: installed disk
+		add(s, EventInstalling, Installing) // StartBoot: installer
+		add(s, EventGeneration, s)          // Replace, Reimage, Rollback keep the state
+	}
+	add(Installing, EventInstalled, Installed) // ReportInstall ok
+	add(Installing, EventFailed, Failed)       // ReportInstall failed
+	add(Booting, EventReady, Ready)            // Report: the image of the boot's generation
+	add(Booting, EventFailed, Failed)          // Report: another image
+	for _, s := range States() {
+		if s != Retired {
+			add(s, EventRetired, Retired)
+		}
+	}
+	return t
+}()
+
+// keepState are the events of a boot's progress: allowed in every state,
+// they change none.
+var keepState = map[EventKind]bool{
+	EventOffered: true, EventAcked: true, EventFirstHop: true, EventKernel: true,
+	EventInitrd: true, EventRoot: true, EventIdentity: true,
+}
+
+// operationOnly are the events only fleet's operations record, never
+// Observe: ready and failed come with Report, which also closes the boot's
+// session (its token dies with it).
+var operationOnly = map[EventKind]bool{
+	EventAssigned: true, EventDiscovered: true, EventGeneration: true, EventInstalling: true,
+	EventInstalled: true, EventDiskBoot: true, EventRetired: true, EventReady: true, EventFailed: true,
+}
 
 // transition returns the state after kind happens in state from.
 func transition(from State, kind EventKind) (State, error) {
-	switch kind {
-	case EventScript:
-		// Serving the boot script starts a boot from any state: a ready
-		// machine that reboots boots its image afresh.
-		return Booting, nil
-	case EventReady, EventFailed:
-		if from != Booting {
-			return from, fmt.Errorf("%w: %s in state %s (no boot in progress)", ErrTransition, kind, from)
-		}
-		if kind == EventReady {
-			return Ready, nil
-		}
-		return Failed, nil
-	case EventOffered, EventAcked, EventFirstHop, EventKernel, EventInitrd, EventRoot, EventIdentity:
+	if to, ok := transitions[from][kind]; ok {
+		return to, nil
+	}
+	if keepState[kind] {
 		return from, nil
 	}
+	if operationOnly[kind] || kind == EventScript {
+		reason := ""
+		if kind == EventReady || kind == EventFailed {
+			reason = " (no boot in progress)"
+		}
+		return from, fmt.Errorf("%w: %s in state %s%s", ErrTransition, kind, stateName(from), reason)
+	}
 	return from, fmt.Errorf("%w: unknown event %q", ErrTransition, kind)
+}
+
+func stateName(s State) string {
+	if s == "" {
+		return "(no record)"
+	}
+	return string(s)
 }

@@ -70,7 +70,7 @@ func LatestBoot(events []Event) Timeline {
 	}
 	tl.Start = events[start].Time
 	for _, e := range events[start : last+1] {
-		if e.Kind == EventAssigned {
+		if !bootStep(e.Kind) {
 			continue
 		}
 		tl.Steps = append(tl.Steps, Step{Kind: e.Kind, Time: e.Time, Detail: e.Detail, OffsetMS: millis(e.Time.Sub(tl.Start))})
@@ -92,7 +92,7 @@ func bootRange(events []Event) (start, last int, ended bool) {
 	for i, e := range events {
 		dhcp := e.Kind == EventOffered || e.Kind == EventAcked
 		switch {
-		case e.Kind == EventAssigned:
+		case !bootStep(e.Kind):
 		case terminal && (e.Kind == EventOffered || e.Kind == EventFirstHop || e.Kind == EventScript ||
 			first && e.Kind != EventReady && e.Kind != EventFailed):
 			start, end, terminal, script = i, -1, false, e.Kind == EventScript
@@ -108,7 +108,7 @@ func bootRange(events []Event) (start, last int, ended bool) {
 		case e.Kind == EventScript:
 			script = true
 		}
-		if e.Kind != EventAssigned {
+		if bootStep(e.Kind) {
 			first = false
 		}
 		switch {
@@ -125,6 +125,17 @@ func bootRange(events []Event) (start, last int, ended bool) {
 		return start, len(events) - 1, false
 	}
 	return start, end, true
+}
+
+// bootStep reports whether events of kind are steps of a boot: not the
+// record's own (assigned, discovered, generation, retired), which the
+// timeline skips.
+func bootStep(kind EventKind) bool {
+	switch kind {
+	case EventAssigned, EventDiscovered, EventGeneration, EventRetired:
+		return false
+	}
+	return true
 }
 
 // trimEvents returns events cut to at most max, dropping the oldest events

@@ -205,6 +205,7 @@ func FuzzLatestBoot(f *testing.F) {
 	kinds := []EventKind{
 		EventAssigned, EventOffered, EventAcked, EventFirstHop, EventScript, EventKernel,
 		EventInitrd, EventRoot, EventIdentity, EventReady, EventFailed,
+		EventDiscovered, EventGeneration, EventInstalling, EventInstalled, EventDiskBoot, EventRetired,
 	}
 	f.Add([]byte{0, 1, 2, 3, 1, 2, 4, 5, 6, 1, 2, 7, 8, 9, 2, 2})
 	f.Add([]byte{4, 5, 4, 10, 4, 5, 6, 1, 2, 3})
@@ -231,10 +232,11 @@ func FuzzLatestBoot(f *testing.F) {
 		if len(tl.Steps) == 0 {
 			t.Fatalf("outcome %s without steps", tl.Outcome)
 		}
-		// The steps are events[i:j] without assigned events.
+		// The steps are events[i:j] without the record's own events
+		// (assigned, discovered, generation, retired).
 		var rest []Event
 		for _, e := range events {
-			if e.Kind != EventAssigned {
+			if bootStep(e.Kind) {
 				rest = append(rest, e)
 			}
 		}
