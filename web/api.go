@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/identity"
 	"github.com/kiln-dev/kiln/images"
 )
 
@@ -56,26 +57,104 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
 }
 
 // createMachine serves POST /api/v1/machines with a body of exactly one
-// JSON object {"mac", "hostname", "image"}.
+// JSON object: {"mac", "hostname", "image"} and optionally "mode"
+// (stateless or install) and "identity" (the rest of the minimal identity:
+// domain, addresses, gateway, dns, ssh keys, labels, macs). The machine
+// starts at generation 1.
 func (s *Server) createMachine(w http.ResponseWriter, r *http.Request) error {
+	nm, err := s.decodeNewMachine(w, r)
+	if err != nil {
+		return err
+	}
+	m, err := s.fleet.Create(nm, actor(r))
+	if err != nil {
+		return err
+	}
+	s.log.Info("machine registered", "mac", m.MAC, "hostname", m.Hostname, "image", m.Image, "mode", m.Mode, "actor", actor(r))
+	w.Header().Set("Location", "/api/v1/machines/"+m.MAC)
+	return writeJSON(w, http.StatusCreated, m)
+}
+
+// replaceMachine serves PUT /api/v1/machines/{mac}: the body of a create,
+// which becomes the machine's next generation. Nothing reaches the running
+// machine: its next boot boots the new generation ("re-image pending").
+func (s *Server) replaceMachine(w http.ResponseWriter, r *http.Request) error {
+	mac, err := macVar(r)
+	if err != nil {
+		return err
+	}
+	nm, err := s.decodeNewMachine(w, r)
+	if err != nil {
+		return err
+	}
+	if nm.MAC == "" {
+		nm.MAC = mac
+	}
+	if got, err := identity.NormalizeMAC(nm.MAC); err != nil || got != mac {
+		return badRequest(fmt.Errorf("body mac %q is not the machine %s of the path: a MAC is never changed, create a machine instead", nm.MAC, mac))
+	}
+	m, err := s.fleet.Replace(mac, nm, actor(r))
+	if err != nil {
+		return err
+	}
+	s.log.Info("machine replaced", "mac", m.MAC, "generation", m.Generation, "image", m.Image, "actor", actor(r))
+	return writeJSON(w, http.StatusOK, m)
+}
+
+// machineOp serves POST /api/v1/machines/{mac}/{reimage,rollback,retire},
+// with an empty body.
+func (s *Server) machineOp(w http.ResponseWriter, r *http.Request) error {
+	mac, err := macVar(r)
+	if err != nil {
+		return err
+	}
+	op := mux.Vars(r)["op"]
+	var m fleet.Machine
+	switch op {
+	case "reimage":
+		m, err = s.fleet.Reimage(mac, actor(r))
+	case "rollback":
+		m, err = s.fleet.Rollback(mac, actor(r))
+	case "retire":
+		m, err = s.fleet.Retire(mac, actor(r))
+	default:
+		return HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("no machine operation %q", op)}
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("machine "+op, "mac", m.MAC, "generation", m.Generation, "image", m.Image, "state", m.State, "actor", actor(r))
+	return writeJSON(w, http.StatusOK, m)
+}
+
+// noPatch answers PATCH of a machine: machines are never edited in place.
+func noPatch(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Allow", "GET, PUT, DELETE")
+	return HTTPError{Code: http.StatusMethodNotAllowed, Msg: "machines are never patched: PUT the whole machine to make a new generation, or POST .../reimage, .../rollback or .../retire"}
+}
+
+func (s *Server) decodeNewMachine(w http.ResponseWriter, r *http.Request) (fleet.NewMachine, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	var nm fleet.NewMachine
 	if err := decodeStrict(r.Body, &nm); err != nil {
-		return err
+		return nm, err
 	}
 	// An empty image is fleet's to refuse, after the MAC and the hostname.
 	if nm.Image != "" {
 		if err := s.checkImage(nm.Image); err != nil {
-			return err
+			return nm, err
 		}
 	}
-	m, err := s.fleet.Add(nm)
-	if err != nil {
-		return err
+	return nm, nil
+}
+
+// actor names who made an API change, for the audit trail: the
+// X-Kiln-Actor header (kiln's CLI sends user@host), else the peer address.
+func actor(r *http.Request) string {
+	if a := strings.TrimSpace(r.Header.Get("X-Kiln-Actor")); a != "" && len(a) <= 128 {
+		return printable(a)
 	}
-	s.log.Info("machine registered", "mac", m.MAC, "hostname", m.Hostname, "image", m.Image)
-	w.Header().Set("Location", "/api/v1/machines/"+m.MAC)
-	return writeJSON(w, http.StatusCreated, m)
+	return "remote " + r.RemoteAddr
 }
 
 // checkImage refuses an image ID that is not in the image store.
@@ -113,6 +192,10 @@ func jsonError(err error) error {
 	var typ *json.UnmarshalTypeError
 	msg := "body is not valid JSON: " + err.Error()
 	switch {
+	case errors.Is(err, fleet.ErrInvalid):
+		// A well-formed body that fleet refused (e.g. an identity with a
+		// field that belongs in the image): its message says why.
+		msg = err.Error()
 	case errors.Is(err, io.EOF):
 		msg = "body is empty: want a JSON object"
 	case errors.Is(err, io.ErrUnexpectedEOF):

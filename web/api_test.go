@@ -122,7 +122,7 @@ func TestMachinesGetListDelete(t *testing.T) {
 		{http.MethodDelete, "/api/v1/machines/" + testMAC, http.StatusNotFound},
 		{http.MethodGet, "/api/v1/machines/nonsense", http.StatusBadRequest},
 		{http.MethodPatch, "/api/v1/machines/52:54:00:00:00:02", http.StatusMethodNotAllowed},
-		{http.MethodPut, "/api/v1/machines/52:54:00:00:00:02", http.StatusMethodNotAllowed},
+		{http.MethodPut, "/api/v1/machines/52:54:00:00:00:99", http.StatusNotFound}, // replace of an unknown machine
 		{http.MethodPut, "/api/v1/machines", http.StatusMethodNotAllowed},
 	} {
 		resp, body := e.do(tc.method, tc.path, jsonHeader, `{"hostname":"x"}`)

@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -37,16 +38,18 @@ func TestBootScriptKnownMachine(t *testing.T) {
 			kernel, _ := e.man.Artifact("kernel")
 			initrd, _ := e.man.Artifact("initrd")
 
-			resp, body := e.get("/boot/" + tc.macPath + ".ipxe")
-			wantStatus(t, resp, body, http.StatusOK)
+			resp, raw := e.get("/boot/" + tc.macPath + ".ipxe")
+			wantStatus(t, resp, raw, http.StatusOK)
+			body := withoutToken(raw)
+			mid := e.machine(testMAC).MachineID
 			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 				t.Errorf("Content-Type = %q, want text/plain", ct)
 			}
 			want := strings.Join([]string{
 				"#!ipxe",
 				fmt.Sprintf("echo kiln: booting %s into %s", testHostname, e.image),
-				fmt.Sprintf("kernel %s/blobs/%s?mac=%s initrd=initrd %s kiln.identity=%s/identity/%s kiln.phonehome=%s/phone-home/%s kiln.image=%s",
-					base, kernel.Digest, testMAC, testCmdline, base, testMAC, base, testMAC, e.image),
+				fmt.Sprintf("kernel %s/blobs/%s?mac=%s initrd=initrd %s kiln.identity=%s/identity/%s?token=T kiln.phonehome=%s/phone-home/%s?token=T kiln.image=%s ds=nocloud-net;s=%s/nocloud/%s/T/ kiln.hostname=%s kiln.machine_id=%s kiln.generation=1",
+					base, kernel.Digest, testMAC, testCmdline, base, testMAC, base, testMAC, e.image, base, testMAC, testHostname, mid),
 				fmt.Sprintf("initrd --name initrd %s/blobs/%s?mac=%s", base, initrd.Digest, testMAC),
 				"boot",
 				"",
@@ -164,13 +167,14 @@ func TestBootScriptSquashfs(t *testing.T) {
 	e.addMachine(testMAC, testHostname, id)
 	base := e.srv.URL
 
-	resp, body := e.get("/boot/" + testMAC + ".ipxe")
-	wantStatus(t, resp, body, http.StatusOK)
+	resp, raw := e.get("/boot/" + testMAC + ".ipxe")
+	wantStatus(t, resp, raw, http.StatusOK)
+	body := withoutToken(raw)
 	want := strings.Join([]string{
 		"#!ipxe",
 		fmt.Sprintf("echo kiln: booting %s into %s", testHostname, id),
-		fmt.Sprintf("kernel %s/blobs/%s?mac=%s initrd=initrd %s kiln.squashfs=%s/blobs/%s?mac=%s kiln.squashfs.digest=%s kiln.identity=%s/identity/%s kiln.phonehome=%s/phone-home/%s kiln.image=%s",
-			base, kernel.Digest, testMAC, testCmdline, base, root.Digest, testMAC, root.Digest, base, testMAC, base, testMAC, id),
+		fmt.Sprintf("kernel %s/blobs/%s?mac=%s initrd=initrd %s kiln.squashfs=%s/blobs/%s?mac=%s kiln.squashfs.digest=%s kiln.identity=%s/identity/%s?token=T kiln.phonehome=%s/phone-home/%s?token=T kiln.image=%s ds=nocloud-net;s=%s/nocloud/%s/T/ kiln.hostname=%s kiln.machine_id=%s kiln.generation=1",
+			base, kernel.Digest, testMAC, testCmdline, base, root.Digest, testMAC, root.Digest, base, testMAC, base, testMAC, id, base, testMAC, testHostname, e.machine(testMAC).MachineID),
 		fmt.Sprintf("initrd --name initrd %s/blobs/%s?mac=%s", base, stage1.Digest, testMAC),
 		"boot",
 		"",
@@ -191,6 +195,17 @@ func TestBootScriptSquashfs(t *testing.T) {
 	broken := man
 	broken.Name, broken.Artifacts = "broken", []images.Artifact{kernel, root}
 	e.addMachine("52:54:00:00:00:03", "node-3", e.publish(broken))
-	resp, body = e.get("/boot/52:54:00:00:00:03.ipxe")
-	wantStatus(t, resp, body, http.StatusInternalServerError)
+	resp, raw = e.get("/boot/52:54:00:00:00:03.ipxe")
+	wantStatus(t, resp, raw, http.StatusInternalServerError)
+}
+
+var (
+	tokenParam = regexp.MustCompile(`token=[A-Za-z0-9_-]+`)
+	tokenPath  = regexp.MustCompile(`/nocloud/([0-9a-f:]+)/[A-Za-z0-9_-]+/`)
+)
+
+// withoutToken returns a script with its boot token replaced by T.
+func withoutToken(script []byte) string {
+	s := tokenParam.ReplaceAllString(string(script), "token=T")
+	return tokenPath.ReplaceAllString(s, "/nocloud/$1/T/")
 }

@@ -77,6 +77,8 @@ func asError(err error) HTTPError {
 		return HTTPError{Code: http.StatusRequestEntityTooLarge, Msg: "request body is larger than " + sizeLimit(tooBig.Limit), Err: err}
 	case errors.As(err, &he):
 		return he
+	case errors.Is(err, fleet.ErrForbidden):
+		return HTTPError{Code: http.StatusForbidden, Msg: err.Error(), Err: err}
 	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, images.ErrInvalidManifest):
 		return HTTPError{Code: http.StatusBadRequest, Msg: err.Error(), Err: err}
 	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, images.ErrNotFound):

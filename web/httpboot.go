@@ -45,19 +45,21 @@ func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 	}
 	var f *os.File
 	what := "uki"
-	var events []fleet.Observation
-	if a, ok := man.Artifact("uki"); ok {
-		if f, err = s.images.OpenBlob(a.Digest); err != nil {
+	var before, after []fleet.Observation
+	uki, hasUKI := man.Artifact("uki")
+	// An install-mode machine gets iPXE, whose script decides between the
+	// installer and the disk.
+	if hasUKI && m.Mode != fleet.Install {
+		if f, err = s.images.OpenBlob(uki.Digest); err != nil {
 			return err
 		}
-		w.Header().Set("ETag", `"`+string(a.Digest)+`"`)
+		w.Header().Set("ETag", `"`+string(uki.Digest)+`"`)
 		// The UKI is the first hop, the boot script (its command line),
 		// the kernel and the initrd at once.
-		events = []fleet.Observation{
-			{Kind: fleet.EventFirstHop, Detail: "httpboot uki"},
-			{Kind: fleet.EventScript, Detail: "httpboot uki"},
-			{Kind: fleet.EventKernel, Detail: string(a.Digest)},
-			{Kind: fleet.EventInitrd, Detail: string(a.Digest)},
+		before = []fleet.Observation{{Kind: fleet.EventFirstHop, Detail: "httpboot uki"}}
+		after = []fleet.Observation{
+			{Kind: fleet.EventKernel, Detail: string(uki.Digest)},
+			{Kind: fleet.EventInitrd, Detail: string(uki.Digest)},
 		}
 	} else {
 		if s.httpBootFile == "" {
@@ -69,12 +71,25 @@ func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 		}
 		what = "ipxe"
 		// iPXE fetches the boot script next, which starts the boot.
-		events = []fleet.Observation{{Kind: fleet.EventFirstHop, Detail: "httpboot " + filepath.Base(s.httpBootFile)}}
+		before = []fleet.Observation{{Kind: fleet.EventFirstHop, Detail: "httpboot " + filepath.Base(s.httpBootFile)}}
 	}
 	defer f.Close()
 	if r.Method == http.MethodGet {
-		if _, err := s.fleet.ObserveAll(mac, events...); err != nil {
+		if _, err := s.fleet.ObserveAll(mac, before...); err != nil {
 			return err
+		}
+		if what == "uki" {
+			plan, err := s.fleet.StartBoot(mac, fleet.BootUKI)
+			if err != nil {
+				return err
+			}
+			if plan.Kind == fleet.BootNothing {
+				log.Info("http boot: machine boots nothing", "state", plan.Machine.State)
+				return HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("machine %s is %s: it boots nothing", mac, plan.Machine.State)}
+			}
+			if _, err := s.fleet.ObserveAll(mac, after...); err != nil {
+				return err
+			}
 		}
 	}
 	log.Info("http boot served", "method", r.Method, "file", what)

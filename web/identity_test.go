@@ -14,10 +14,14 @@ import (
 
 func TestIdentity(t *testing.T) {
 	e := newEnv(t)
-	e.addMachine(testMAC, testHostname, e.image)
-	want := identity.Identity{Hostname: testHostname, MAC: testMAC, Image: string(e.image)}
+	added := e.addMachine(testMAC, testHostname, e.image)
+	if len(added.MachineID) != 32 {
+		t.Fatalf("machine ID %q, want 32 hex digits", added.MachineID)
+	}
+	want := identity.Identity{Hostname: testHostname, MAC: testMAC, Image: string(e.image), MachineID: added.MachineID, Generation: 1}
+	token := e.boot(testMAC)
 
-	resp, body := e.get("/identity/52-54-00-12-34-56")
+	resp, body := e.get("/identity/52-54-00-12-34-56?token=" + token)
 	wantStatus(t, resp, body, http.StatusOK)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
@@ -30,7 +34,7 @@ func TestIdentity(t *testing.T) {
 		t.Errorf("identity JSON mismatch (-want +got):\n%s", diff)
 	}
 
-	resp, body = e.get("/identity/" + testMAC + "?format=env")
+	resp, body = e.get("/identity/" + testMAC + "?format=env&token=" + token)
 	wantStatus(t, resp, body, http.StatusOK)
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Errorf("env Content-Type = %q, want text/plain", resp.Header.Get("Content-Type"))
@@ -50,7 +54,8 @@ func TestIdentityErrors(t *testing.T) {
 		path string
 		want int
 	}{
-		{"/identity/52:54:00:99:99:99", http.StatusNotFound},
+		{"/identity/52:54:00:99:99:99", http.StatusForbidden}, // a 403 does not say which MACs exist
+		{"/identity/" + testMAC, http.StatusForbidden},        // no token
 		{"/identity/nonsense", http.StatusBadRequest},
 		{"/identity/" + testMAC + "?format=yaml", http.StatusBadRequest},
 	} {

@@ -52,10 +52,8 @@ func TestPhoneHome(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			e.addMachine(testMAC, testHostname, e.image)
-			resp, body := e.get("/boot/" + testMAC + ".ipxe")
-			wantStatus(t, resp, body, http.StatusOK)
-
-			resp, body = e.do(http.MethodPost, "/phone-home/"+testMAC, tc.header, tc.body(e))
+			token := e.boot(testMAC)
+			resp, body := e.do(http.MethodPost, "/phone-home/"+testMAC+"?token="+token, tc.header, tc.body(e))
 			wantStatus(t, resp, body, http.StatusOK)
 			var got fleet.Machine
 			if err := json.Unmarshal(body, &got); err != nil {
@@ -75,31 +73,38 @@ func TestPhoneHome(t *testing.T) {
 func TestPhoneHomeErrors(t *testing.T) {
 	e := newEnv(t)
 	e.addMachine(testMAC, testHostname, e.image)
+	e.addMachine("52:54:00:00:00:0b", "never-booted", e.image)
+	token := e.boot(testMAC)
 	good := "inputs=" + url.QueryEscape(string(testInputs))
 	for _, tc := range []struct {
 		name   string
 		mac    string
+		token  string
 		header http.Header
 		body   string
 		want   int
 	}{
-		{"before the script", testMAC, formHeader, good, http.StatusConflict},
-		{"unknown machine", "52:54:00:99:99:99", formHeader, good, http.StatusNotFound},
-		{"bad MAC", "nonsense", formHeader, good, http.StatusBadRequest},
-		{"bad inputs", testMAC, formHeader, "inputs=md5:0", http.StatusBadRequest},
-		{"bad image", testMAC, formHeader, "image=node-1", http.StatusBadRequest},
-		{"nothing reported", testMAC, formHeader, "", http.StatusBadRequest},
-		{"bad JSON", testMAC, jsonHeader, "{", http.StatusBadRequest},
-		{"too big", testMAC, formHeader, good + "&pad=" + strings.Repeat("x", maxBody), http.StatusRequestEntityTooLarge},
+		{"before the script", "52:54:00:00:00:0b", token, formHeader, good, http.StatusForbidden},
+		{"no token", testMAC, "", formHeader, good, http.StatusForbidden},
+		{"unknown machine", "52:54:00:99:99:99", token, formHeader, good, http.StatusForbidden},
+		{"bad MAC", "nonsense", token, formHeader, good, http.StatusBadRequest},
+		{"bad inputs", testMAC, token, formHeader, "inputs=md5:0", http.StatusBadRequest},
+		{"bad image", testMAC, token, formHeader, "image=node-1", http.StatusBadRequest},
+		{"nothing reported", testMAC, token, formHeader, "", http.StatusBadRequest},
+		{"bad JSON", testMAC, token, jsonHeader, "{", http.StatusBadRequest},
+		{"too big", testMAC, token, formHeader, good + "&pad=" + strings.Repeat("x", maxBody), http.StatusRequestEntityTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := e.do(http.MethodPost, "/phone-home/"+tc.mac, tc.header, tc.body)
+			resp, body := e.do(http.MethodPost, "/phone-home/"+tc.mac+"?token="+tc.token, tc.header, tc.body)
 			wantStatus(t, resp, body, tc.want)
 			errorMessage(t, body)
 		})
 	}
-	if m := e.machine(testMAC); m.State != fleet.Assigned {
-		t.Errorf("state after refused phone-homes = %s, want %s", m.State, fleet.Assigned)
+	if m := e.machine(testMAC); m.State != fleet.Booting {
+		t.Errorf("state after refused phone-homes = %s, want %s", m.State, fleet.Booting)
+	}
+	if m := e.machine("52:54:00:00:00:0b"); m.State != fleet.Assigned {
+		t.Errorf("state of the machine that never booted = %s, want %s", m.State, fleet.Assigned)
 	}
 	resp, body := e.get("/phone-home/" + testMAC)
 	wantStatus(t, resp, body, http.StatusMethodNotAllowed)

@@ -43,6 +43,10 @@ type Config struct {
 	// Boot clients get when their image has no uki output (e.g.
 	// /usr/lib/ipxe/snponly.efi); empty refuses them.
 	HTTPBootFile string
+	// InstallerInitramfs is the installer's initramfs (package installer),
+	// served at /install/initramfs.cpio to install boots. Nil refuses
+	// install boots' second initrd with a 404 that says so.
+	InstallerInitramfs []byte
 	// Metrics, if set, is served at GET /metrics, and every request is
 	// counted and timed in it by route template (metrics.Instrument). Nil
 	// serves no /metrics (404) and records nothing.
@@ -59,6 +63,7 @@ type Server struct {
 	// httpBootFile is Config.HTTPBootFile.
 	httpBootFile string
 	metrics      *metrics.Metrics // nil records nothing
+	installer    []byte           // Config.InstallerInitramfs
 	log          *slog.Logger
 	page         *template.Template
 	router       *mux.Router
@@ -83,7 +88,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBlobSize < 0 {
 		return nil, fmt.Errorf("web: MaxBlobSize %d is negative", cfg.MaxBlobSize)
 	}
-	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, httpBootFile: cfg.HTTPBootFile, metrics: cfg.Metrics, log: cfg.Log, page: page}
+	s := &Server{fleet: cfg.Fleet, images: cfg.Images, base: base, maxBlob: cfg.MaxBlobSize, httpBootFile: cfg.HTTPBootFile, metrics: cfg.Metrics, log: cfg.Log, page: page, installer: cfg.InstallerInitramfs}
 	if s.maxBlob == 0 {
 		s.maxBlob = DefaultMaxBlobSize
 	}
@@ -139,14 +144,22 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/httpboot/{mac}.efi", s.adapt(s.httpBoot)).Methods(get, head)
 	r.Handle("/identity/{mac}", s.adapt(s.serveIdentity)).Methods(get)
 	r.Handle("/phone-home/{mac}", s.adapt(s.phoneHome)).Methods(http.MethodPost)
+	r.Handle("/nocloud/{mac}/{token}/{file}", s.adapt(s.serveNoCloud)).Methods(get)
+	r.Handle("/install/initramfs.cpio", s.adapt(s.installerInitramfs)).Methods(get, head)
+	r.Handle("/install/{mac}", s.adapt(s.servePlan)).Methods(get)
+	r.Handle("/install/{mac}/report", s.adapt(s.serveInstallReport)).Methods(http.MethodPost)
 
-	// The JSON API. There is no PATCH or PUT of a machine: a machine is
-	// changed by deleting and creating it. PUT uploads blobs and images,
-	// which are content-addressed: created, never replaced.
+	// The JSON API. There is no PATCH of a machine: a change is a new
+	// generation (PUT replaces, reimage, rollback), booted fresh. Every
+	// change is audited with its actor (X-Kiln-Actor). PUT of blobs and
+	// images uploads content-addressed data: created, never replaced.
 	r.Handle("/api/v1/machines", s.adapt(s.listMachines)).Methods(get)
 	r.Handle("/api/v1/machines", s.adapt(s.createMachine)).Methods(http.MethodPost)
 	r.Handle("/api/v1/machines/{mac}", s.adapt(s.getMachine)).Methods(get)
+	r.Handle("/api/v1/machines/{mac}", s.adapt(s.replaceMachine)).Methods(http.MethodPut)
+	r.Handle("/api/v1/machines/{mac}", s.adapt(noPatch)).Methods(http.MethodPatch)
 	r.Handle("/api/v1/machines/{mac}/timeline", s.adapt(s.getTimeline)).Methods(get)
+	r.Handle("/api/v1/machines/{mac}/{op:reimage|rollback|retire}", s.adapt(s.machineOp)).Methods(http.MethodPost)
 	r.Handle("/api/v1/machines/{mac}", s.adapt(s.deleteMachine)).Methods(http.MethodDelete)
 	r.Handle("/api/v1/images", s.adapt(s.listImages)).Methods(get)
 	r.Handle("/api/v1/images/{id}", s.adapt(s.getImage)).Methods(get)

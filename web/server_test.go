@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
@@ -39,11 +41,31 @@ type env struct {
 	image  images.Digest // ID of the fake image
 	man    images.Manifest
 	client *http.Client // does not follow redirects
+	clock  *testClock   // the fleet's clock: real time, moved on by advance
 }
 
 type envOption func(*Config)
 
 func withBaseURL(u string) envOption { return func(c *Config) { c.BaseURL = u } }
+
+// testClock is the real clock plus an offset the test can grow.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// advance moves the fleet's clock forward by d.
+func (e *env) advance(d time.Duration) {
+	e.clock.mu.Lock()
+	e.clock.offset += d
+	e.clock.mu.Unlock()
+}
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
@@ -57,7 +79,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if _, fuzzing := t.(*testing.F); !fuzzing {
 		log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	fl, err := fleet.New(fleet.Config{Store: st, Log: log})
+	clock := &testClock{}
+	fl, err := fleet.New(fleet.Config{Store: st, Log: log, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +88,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, fleet: fl, images: imgs}
+	e := &env{t: t, fleet: fl, images: imgs, clock: clock}
 	e.man = images.Manifest{
 		SchemaVersion: 1, Name: "test-image", Inputs: testInputs, Cmdline: testCmdline,
 		Artifacts: []images.Artifact{e.putBlob("kernel", testKernel), e.putBlob("initrd", testInitrd)},

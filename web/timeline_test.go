@@ -54,12 +54,12 @@ func TestMachineTimelineAPI(t *testing.T) {
 		t.Errorf("after the EFI iPXE: state %s, want assigned until the script", m.State)
 	}
 	dhcp("10.77.0.100") // iPXE
-	get("/boot/" + testMAC + ".ipxe")
+	token := e.boot(testMAC)
 	get("/blobs/" + string(kernel.Digest) + "?mac=" + testMAC)
 	get("/blobs/" + string(initrd.Digest) + "?mac=" + testMAC)
 	dhcp("10.77.0.100") // the kernel
-	get("/identity/" + testMAC)
-	resp, body := e.do(http.MethodPost, "/phone-home/"+testMAC, jsonHeader, `{"inputs":"`+string(testInputs)+`"}`)
+	get("/identity/" + testMAC + "?token=" + token)
+	resp, body := e.do(http.MethodPost, "/phone-home/"+testMAC+"?token="+token, jsonHeader, `{"inputs":"`+string(testInputs)+`"}`)
 	wantStatus(t, resp, body, http.StatusOK)
 
 	// GET /api/v1/machines/{mac} keeps every field of the machine record
@@ -75,7 +75,8 @@ func TestMachineTimelineAPI(t *testing.T) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := []string{"created", "events", "hostname", "image", "ip", "last_seen", "mac", "reported_image", "state", "timeline"}
+	want := []string{"audit", "created", "events", "generation", "generations", "hostname", "image", "ip", "last_seen", "mac", "machine_id", "mode",
+		"reimage_pending", "reported_image", "running_generation", "running_image", "state", "timeline"}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Errorf("GET /api/v1/machines/{mac} fields (-want +got):\n%s", diff)
 	}
@@ -192,7 +193,7 @@ func TestHTTPBootEvents(t *testing.T) {
 		want  []string
 	}{
 		{ukiMAC, fleet.Booting, []string{
-			"assigned " + string(withUKI), "firsthop httpboot uki", "script httpboot uki",
+			"assigned " + string(withUKI), "firsthop httpboot uki", "script " + string(withUKI),
 			"kernel " + string(uki.Digest), "initrd " + string(uki.Digest),
 		}},
 		{ipxeMAC, fleet.Assigned, []string{"assigned " + string(e.image), "firsthop httpboot ipxe-x64.efi"}},
