@@ -13,8 +13,9 @@ UNIT_PKGS   = $(shell $(GO) list ./... | grep -v /e2e)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/kiln
+build: ## build bin/kiln and bin/kiln-installer (static: it is the /init of install boots)
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kiln ./cmd/kiln
+	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/kiln-installer ./cmd/kiln-installer
 
 deps: ## install the Debian packages the tests and demo need (root; skips what is there)
 	./scripts/deps.sh

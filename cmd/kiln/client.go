@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -62,6 +64,7 @@ func (c *apiClient) send(ctx context.Context, method, path string, h http.Header
 	for k, v := range h {
 		req.Header[k] = v
 	}
+	req.Header.Set("X-Kiln-Actor", actorName())
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
@@ -103,4 +106,22 @@ func statusError(method, path string, resp *http.Response, b []byte) error {
 		return usageError{err}
 	}
 	return err
+}
+
+// actorName is who the CLI acts for, for kiln's audit trail: user@host,
+// with the user from $SUDO_USER (the person behind sudo), else $USER, else
+// the uid.
+func actorName() string {
+	user := os.Getenv("SUDO_USER")
+	if user == "" {
+		user = os.Getenv("USER")
+	}
+	if user == "" {
+		user = "uid" + strconv.Itoa(os.Getuid())
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return user + "@" + host
 }

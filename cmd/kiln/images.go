@@ -253,8 +253,8 @@ func imagesGC(st *images.Store, pos []string, f imagesFlags, stdout, stderr io.W
 	return nil
 }
 
-// machineImages asks the kiln serve at server which image each machine is
-// assigned, and returns for each image ID the machines assigned it
+// machineImages asks the kiln serve at server which images each machine
+// keeps (pinnedBy), and returns for each image ID the machines assigned it
 // ("hostname (mac)"). It refuses a server that lists an image st does not
 // hold: that server does not use st, and its machines say nothing of
 // which of st's images are in use.
@@ -282,10 +282,30 @@ func machineImages(server string, st *images.Store) (map[images.Digest][]string,
 	}
 	out := map[images.Digest][]string{}
 	for _, m := range resp.Machines {
-		id := images.Digest(m.Image)
-		out[id] = append(out[id], fmt.Sprintf("%s (%s)", m.Hostname, m.MAC))
+		who := fmt.Sprintf("%s (%s)", m.Hostname, m.MAC)
+		for id := range pinnedBy(m) {
+			out[id] = append(out[id], who)
+		}
 	}
 	return out, nil
+}
+
+// pinnedBy returns the images machine m keeps from gc: its current image,
+// the image it runs, and the images of its last two generations, so that a
+// rollback always finds its image.
+func pinnedBy(m machineView) map[images.Digest]bool {
+	ids := map[images.Digest]bool{}
+	for _, id := range []string{m.Image, m.RunningImage} {
+		if id != "" {
+			ids[images.Digest(id)] = true
+		}
+	}
+	for _, g := range m.Generations {
+		if g.N >= m.Generation-1 && g.Image != "" {
+			ids[images.Digest(g.Image)] = true
+		}
+	}
+	return ids
 }
 
 func yesNo(b bool) string {

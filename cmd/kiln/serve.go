@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/dhcp"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/installer"
 	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/tftp"
@@ -50,6 +52,8 @@ type serveFlags struct {
 	arm64File        string
 	tftpMaxTransfers int
 	tftpMaxWindow    int
+	installer        string
+	bootTimeout      time.Duration
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
@@ -73,6 +77,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.tftpMaxWindow, "tftp-max-window", tftp.DefaultMaxWindow, "largest TFTP windowsize (RFC 7440) granted; 1 turns the option off")
 	fs.BoolVar(&f.dhcp6, "dhcp6", false, "also serve DHCPv6 (addresses and option 59 boot URLs) and router advertisements with the M flag and the on-link prefix on --interface, which needs a global or unique-local IPv6 address (e.g. fd77::1/64); kiln's HTTP also listens there")
 	fs.StringVar(&f.range6, "range6", "", "DHCPv6 pool FIRST-LAST: addresses, or interface IDs such as ::1000-::1fff (the default) in the interface's prefix")
+	fs.StringVar(&f.installer, "installer", "", "the kiln-installer binary (static, built by make) that install-mode machines boot; default: kiln-installer beside the kiln binary, if there")
+	fs.DurationVar(&f.bootTimeout, "boot-timeout", fleet.DefaultBootTimeout, "how long a boot's token is valid if the machine never reports ready")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	pos, err := parseFlags(fs, args)
@@ -106,7 +112,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fl, err := fleet.New(fleet.Config{Store: st, Log: log, ImageExists: func(id string) error {
+	if f.bootTimeout <= 0 {
+		return usagef("serve: --boot-timeout %s: want a positive duration", f.bootTimeout)
+	}
+	installerCPIO, err := installerInitramfs(f.installer, log)
+	if err != nil {
+		return err
+	}
+	fl, err := fleet.New(fleet.Config{Store: st, Log: log, BootTimeout: f.bootTimeout, ImageExists: func(id string) error {
 		d, err := images.ParseDigest(id)
 		if err != nil {
 			return err
@@ -193,7 +206,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			httpBootFile = filepath.Join(f.tftpRoot, f.uefiFile)
 		}
 	}
-	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, HTTPBootFile: httpBootFile, Metrics: mx, Log: log})
+	wsrv, err := web.New(web.Config{Fleet: fl, Images: imgs, BaseURL: "http://" + addr, HTTPBootFile: httpBootFile, InstallerInitramfs: installerCPIO, Metrics: mx, Log: log})
 	if err != nil {
 		closeListeners()
 		stop()
@@ -235,6 +248,7 @@ func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *n
 	if f.tftpMaxWindow < 1 {
 		return usagef("serve: --tftp-max-window %d: want at least 1", f.tftpMaxWindow)
 	}
+	disc := newDiscoverer(ctx, fl, log)
 	cfg := dhcp.Config{
 		Interface: f.iface,
 		ServerIP:  ipnet.IP,
@@ -257,7 +271,10 @@ func startNetboot(ctx context.Context, g *errgroup.Group, f serveFlags, ipnet *n
 			if ev.Kind == "acked" {
 				kind = fleet.EventAcked
 			}
-			if _, err := fl.Observe(ev.MAC.String(), kind, detail); err != nil && !errors.Is(err, fleet.ErrNotFound) {
+			_, err := fl.Observe(ev.MAC.String(), kind, detail)
+			if errors.Is(err, fleet.ErrNotFound) {
+				disc.seen(ev.MAC.String())
+			} else if err != nil {
 				log.Warn("recording dhcp event", "mac", ev.MAC, "err", err)
 			}
 		},
@@ -527,4 +544,59 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+// installerInitramfs builds the initramfs of the kiln-installer binary at
+// path, or, with no path, of kiln-installer beside the running kiln if it
+// is there. Without an installer, install boots are refused with a message
+// that says so.
+func installerInitramfs(path string, log *slog.Logger) ([]byte, error) {
+	if path == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, nil
+		}
+		path = filepath.Join(filepath.Dir(exe), "kiln-installer")
+		if _, err := os.Stat(path); err != nil {
+			log.Info("no kiln-installer beside kiln: install-mode machines cannot install (give --installer)", "looked_for", path)
+			return nil, nil
+		}
+	}
+	var b bytes.Buffer
+	if err := installer.Initramfs(&b, path); err != nil {
+		return nil, usagef("serve: --installer %s: %v", path, err)
+	}
+	log.Info("installer initramfs built", "installer", path, "bytes", b.Len())
+	return b.Bytes(), nil
+}
+
+// discoverer records the unknown MACs DHCP serves as discovered machines,
+// off the DHCP handler's path: a storm of unknown clients must not wait on
+// the store. A full queue drops the MAC; its next packet brings it again.
+type discoverer struct{ queue chan string }
+
+func newDiscoverer(ctx context.Context, fl *fleet.Fleet, log *slog.Logger) *discoverer {
+	d := &discoverer{queue: make(chan string, 256)}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case mac := <-d.queue:
+				if _, created, err := fl.Discover(mac); err != nil {
+					log.Debug("recording a discovered machine", "mac", mac, "err", err)
+				} else if created {
+					log.Info("machine discovered", "mac", mac)
+				}
+			}
+		}
+	}()
+	return d
+}
+
+func (d *discoverer) seen(mac string) {
+	select {
+	case d.queue <- mac:
+	default:
+	}
 }

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/testenv"
 )
 
@@ -143,22 +142,5 @@ func TestServeRefusesUnknownInterface(t *testing.T) {
 // dir and returns its ID.
 func publishTestImage(t *testing.T, dir string) string {
 	t.Helper()
-	st, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := images.Manifest{SchemaVersion: 1, Name: "cli-test", Inputs: images.DigestOf([]byte("cli-test"))}
-	for _, name := range []string{"kernel", "initrd"} {
-		a, err := st.PutBlob(strings.NewReader(name + " bytes"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Name = name
-		m.Artifacts = append(m.Artifacts, a)
-	}
-	id, err := st.Publish(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(id)
+	return publishNamedImage(t, dir, "cli-test")
 }

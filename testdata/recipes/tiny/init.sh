@@ -73,6 +73,26 @@ for arg in $(cat /proc/cmdline); do
 	esac
 done
 set +f
+# A machine kiln installed boots from its disk with only the image's own
+# command line: kiln's installer left a seed in the disk's last MiB
+# ("KILN-SEED 1", then shell assignments with the machine's URLs).
+if [ -z "$identity" ] || [ -z "$phonehome" ]; then
+	for d in /sys/block/nvme* /sys/block/vd* /sys/block/sd*; do
+		[ -r "$d/size" ] || continue
+		sectors=$(cat "$d/size")
+		[ "$sectors" -gt 4096 ] || continue
+		dd if="/dev/${d##*/}" of=/tmp/seed bs=512 skip=$((sectors - 2048)) count=2048 2>/dev/null || continue
+		[ "$(head -n 1 /tmp/seed)" = "KILN-SEED 1" ] || continue
+		tail -n +2 /tmp/seed | tr -d '\000' >/tmp/seed.env
+		(. /tmp/seed.env) >/dev/null 2>&1 || fail "bad kiln seed on /dev/${d##*/}"
+		. /tmp/seed.env
+		identity=$KILN_IDENTITY_URL
+		phonehome=$KILN_PHONEHOME_URL
+		echo "kiln: booted from disk /dev/${d##*/}, generation $KILN_GENERATION"
+		break
+	done
+fi
+
 # iPXE's script puts the machine's URLs on the command line. A UKI booted
 # by UEFI HTTP Boot carries only the image's own command line: then kiln is
 # kiln.server= or, failing that, the DHCP server on kiln's default port.
