@@ -219,6 +219,13 @@ func (l *lab) startQEMU(t *testing.T, mac string, fw firmware, memory, serial st
 // kills it.
 func (l *lab) runQEMU(t *testing.T, args []string) <-chan struct{} {
 	t.Helper()
+	_, done := l.runQEMUCmd(t, args)
+	return done
+}
+
+// runQEMUCmd is runQEMU that also returns the QEMU command.
+func (l *lab) runQEMUCmd(t *testing.T, args []string) (*exec.Cmd, <-chan struct{}) {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(l.dir, "qemu.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +242,7 @@ func (l *lab) runQEMU(t *testing.T, args []string) <-chan struct{} {
 		<-done
 		logf.Close()
 	})
-	return done
+	return cmd, done
 }
 
 // firmwareGaveUp are console lines that mean the firmware found nothing to

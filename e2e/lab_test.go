@@ -62,6 +62,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building kiln:", err)
 		os.Exit(1)
 	}
+	// kiln serve finds the installer beside itself.
+	build = exec.Command("go", "build", "-ldflags", "-s -w", "-o", filepath.Join(dir, "kiln-installer"), "./cmd/kiln-installer")
+	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building kiln-installer:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -249,7 +258,17 @@ type machine struct {
 	IP            string `json:"ip"`
 	ReportedImage string `json:"reported_image"`
 	Reason        string `json:"reason"`
-	Events        []struct {
+	// The lifecycle: generations, what runs and what is on the disk.
+	Generation          int  `json:"generation"`
+	ReimagePending      bool `json:"reimage_pending"`
+	RunningGeneration   int  `json:"running_generation"`
+	InstalledGeneration int  `json:"installed_generation"`
+	Audit               []struct {
+		Op   string `json:"op"`
+		From int    `json:"from_generation"`
+		To   int    `json:"to_generation"`
+	} `json:"audit"`
+	Events []struct {
 		Time   time.Time `json:"time"`
 		Kind   string    `json:"kind"`
 		Detail string    `json:"detail"`
