@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,11 +19,13 @@ var templates embed.FS
 
 func parsePage() (*template.Template, error) {
 	t, err := template.New("index.html").Funcs(template.FuncMap{
-		"shortID":     shortID,
-		"humanSize":   humanSize,
-		"when":        when,
-		"bootSummary": bootSummary,
-		"bootSteps":   bootSteps,
+		"shortID":        shortID,
+		"humanSize":      humanSize,
+		"when":           when,
+		"bootSummary":    bootSummary,
+		"generation":     generationSummary,
+		"reimagePending": reimagePending,
+		"bootSteps":      bootSteps,
 	}).ParseFS(templates, "templates/index.html")
 	if err != nil {
 		return nil, fmt.Errorf("web: parsing page template: %w", err)
@@ -144,4 +147,27 @@ func humanMS(ms float64) string {
 		return fmt.Sprintf("%.0f ms", ms)
 	}
 	return fmt.Sprintf("%.1f s", ms/1000)
+}
+
+// generationSummary is the inventory's generation cell: the current
+// generation, and while the machine has not booted it yet, what it runs.
+// A new machine's first generation is not a re-image.
+func generationSummary(m fleet.Machine) string {
+	g := strconv.Itoa(m.Generation)
+	if m.Mode == fleet.Install {
+		g += " install"
+	}
+	if !reimagePending(m) {
+		return g
+	}
+	if m.Running == 0 {
+		return g + " (pending)"
+	}
+	return fmt.Sprintf("%s (pending; runs %d)", g, m.Running)
+}
+
+// reimagePending says the machine has a generation it has not booted that
+// replaces one before it.
+func reimagePending(m fleet.Machine) bool {
+	return m.ReimagePending && (m.Running > 0 || m.Generation > 1)
 }

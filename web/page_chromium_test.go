@@ -39,7 +39,10 @@ func TestInventoryPageInChromium(t *testing.T) {
 			resp, body := e.do(http.MethodPost, "/api/v1/machines", jsonHeader, machineBody(m[0], m[1], e.image))
 			wantStatus(t, resp, body, http.StatusCreated)
 		}
-		resp, body := e.get("/boot/" + mac2 + ".ipxe")
+		// mac1 gets generation 2 before it ever booted: pending.
+		resp, body := e.do(http.MethodPut, "/api/v1/machines/"+mac1, jsonHeader, machineBody(mac1, host1, e.image))
+		wantStatus(t, resp, body, http.StatusOK)
+		resp, body = e.get("/boot/" + mac2 + ".ipxe")
 		wantStatus(t, resp, body, http.StatusOK)
 		if m := e.machine(mac2); m.State != fleet.Booting {
 			t.Fatalf("after its boot script, %s is %s, want %s", mac2, m.State, fleet.Booting)
@@ -54,7 +57,7 @@ func TestInventoryPageInChromium(t *testing.T) {
 		}
 
 		machines := tableAfter(t, dom, "Machines")
-		wantHeader(t, machines, "MAC", "Hostname", "State", "Image", "IP", "Last seen", "Last boot")
+		wantHeader(t, machines, "MAC", "Hostname", "State", "Image", "IP", "Last seen", "Last boot", "Generation")
 		if len(machines.rows) != 2 {
 			t.Fatalf("machines table has %d rows, want 2 (one per machine):\n%s", len(machines.rows), dom)
 		}
@@ -93,6 +96,12 @@ func TestInventoryPageInChromium(t *testing.T) {
 		}
 		if r := byMAC[mac2]; r != nil && r[5].text == "never" {
 			t.Errorf("%s fetched its boot script but was last seen %q", mac2, r[5].text)
+		}
+		if r := byMAC[mac1]; r != nil && (r[7].text != "2 (pending)" || !r[7].hasClass("pending")) {
+			t.Errorf("%s: generation cell %+v, want %q with class pending", mac1, r[7], "2 (pending)")
+		}
+		if r := byMAC[mac2]; r != nil && r[7].text != "1" {
+			t.Errorf("%s: generation cell %+v, want %q", mac2, r[7], "1")
 		}
 		// The last boot: none for mac1; mac2's started with its script.
 		if r := byMAC[mac1]; r != nil && (r[6].text != "not booted" || !r[6].hasClass("boot-none")) {
