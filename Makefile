@@ -42,12 +42,7 @@ e2e: tiny-inputs ## boot real VMs in a private network namespace (root)
 	$(GO) test -count=1 -v -timeout 20m ./e2e/
 
 fuzz: ## a short pass of every fuzz target (FUZZTIME each)
-	@for pkg in $(UNIT_PKGS); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/kiln-fuzz.log 2>&1 || { cat /tmp/kiln-fuzz.log; exit 1; }; \
-	  done; \
-	done
+	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) $(UNIT_PKGS)
 
 test: deps tiny-inputs cloud-init lint fuzz unit e2e ## everything CI runs: lint, short fuzz, unit (race), e2e boots
 
