@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -170,4 +172,51 @@ func readSeed(t *testing.T, path string) []byte {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return []byte(s)
+}
+
+// FuzzInstallReport posts arbitrary bodies as an installer's report, with
+// the boot's valid token: nothing may be a 5xx, and a 200 must be exactly
+// the two states the body can name, with the reason kept for failed.
+func FuzzInstallReport(f *testing.F) {
+	for _, s := range []string{`{"state":"installed"}`, `{"state":"failed","reason":"sha256 mismatch"}`,
+		`{"state":"failed"}`, `{"state":"installed","reason":""}`, `{"state":"Installed"}`, `{}`, `[]`, "\x00"} {
+		f.Add([]byte(s))
+	}
+	base := installEnv(f)
+	var n atomic.Uint32
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e := base.withT(t)
+		i := n.Add(1)
+		mac := fmt.Sprintf("52:54:01:%02x:%02x:%02x", byte(i>>16), byte(i>>8), byte(i))
+		if _, err := e.fleet.Create(fleet.NewMachine{MAC: mac, Hostname: fmt.Sprintf("fuzz-%d", i), Image: string(e.image), Mode: fleet.Install}, "fuzz"); err != nil {
+			t.Fatal(err)
+		}
+		_, script := e.get("/boot/" + mac + ".ipxe")
+		m := installToken.FindStringSubmatch(string(script))
+		if m == nil {
+			t.Fatalf("no install token in\n%s", script)
+		}
+		resp, reply := e.do(http.MethodPost, "/install/"+mac+"/report?token="+m[3], jsonHeader, string(body))
+		got := e.machine(mac)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			var rep installReport
+			if err := json.Unmarshal(body, &rep); err != nil {
+				t.Fatalf("200 for %q, which is not a report: %v", body, err)
+			}
+			if want := map[string]fleet.State{"installed": fleet.Installed, "failed": fleet.Failed}[rep.State]; got.State != want {
+				t.Fatalf("report %q: state %s, want %s", body, got.State, want)
+			}
+			if rep.State == "failed" && got.Reason == "" {
+				t.Fatalf("report %q: failed without its reason", body)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			errorMessage(t, reply)
+			if got.State != fleet.Installing || got.Installed != 0 {
+				t.Fatalf("refused report %q changed the machine: state %s installed %d", body, got.State, got.Installed)
+			}
+		default:
+			t.Fatalf("report %q: status %d: %s", body, resp.StatusCode, reply)
+		}
+	})
 }

@@ -22,7 +22,7 @@ func withInstaller(b []byte) envOption { return func(c *Config) { c.InstallerIni
 
 // installEnv is an env whose image also has a disk output, with one
 // install-mode machine.
-func installEnv(t *testing.T) *env {
+func installEnv(t testing.TB) *env {
 	e := newEnv(t, withInstaller([]byte("070701 fake cpio")))
 	m := e.man
 	m.Name = "with-disk"
