@@ -31,7 +31,9 @@ A machine is never edited: add makes generation 1; replace (new image and/or
 identity), reimage (the same again, booted fresh) and rollback (the generation
 before the current one) each make the next generation, which the machine boots
 at its next PXE boot ("re-image pending"); retire makes it boot nothing.
---identity FILE is a JSON or YAML file with the rest of the minimal identity:
+replace carries over what it is not given (hostname, image, mode, identity)
+from the current generation. --identity FILE is a JSON or YAML file with the
+rest of the minimal identity:
 domain, addresses, gateway, dns, ssh_authorized_keys, ssh_host_keys, labels,
 macs. Every change is audited with user@host of the caller.`
 
