@@ -13,9 +13,10 @@ import (
 	"github.com/kiln-dev/kiln/store"
 )
 
-// BUG(kiln): A UKI booted by UEFI HTTP Boot cannot carry its boot's token
-// (the firmware passes it no command line), so CheckToken accepts an empty
-// token once per BootUKI session. Whoever asks first in that window passes.
+// BUG(kiln): A BootUKI session (a UKI served as stored, which cannot carry
+// its boot's token: web serves UKIs with room for it as BootNetwork boots
+// with the token on their command line) lets CheckToken accept an empty
+// token once. Whoever asks first in that window passes.
 
 // BootKind is what a boot runs.
 type BootKind string
@@ -322,8 +323,14 @@ func (f *Fleet) ReportInstall(mac string, ok bool, reason string) (Machine, erro
 }
 
 // newToken returns 32 random bytes in unpadded base64url.
+// TokenLen is the length of every token StartBoot mints: 32 random bytes
+// in unpadded base64url.
+var TokenLen = base64.RawURLEncoding.EncodedLen(tokenBytes)
+
+const tokenBytes = 32
+
 func newToken() string {
-	b := make([]byte, 32)
+	b := make([]byte, tokenBytes)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/kiln-dev/kiln/identity"
@@ -134,13 +135,23 @@ type AuditEntry struct {
 func (m Machine) Identity() identity.Identity {
 	g, ok := m.generation(m.Generation)
 	if !ok {
-		return identity.Identity{Hostname: m.Hostname, MAC: m.MAC, IP: m.IP, Image: m.Image, MachineID: m.MachineID}
+		return identity.Identity{Hostname: m.Hostname, MAC: m.MAC, IP: leaseIPv4(m.IP), Image: m.Image, MachineID: m.MachineID}
 	}
 	id := g.Identity
 	if id.IP == "" {
-		id.IP = m.IP
+		id.IP = leaseIPv4(m.IP)
 	}
 	return id
+}
+
+// leaseIPv4 is ip if it is an IPv4 address: the identity's ip is the IPv4
+// lease, and a DHCPv6 lease also sets the record's IP (until the next
+// DHCPv4 one).
+func leaseIPv4(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is4() {
+		return ip
+	}
+	return ""
 }
 
 // generation returns generation n of the machine, if it is still kept.

@@ -545,3 +545,18 @@ func TestDiscoverCap(t *testing.T) {
 		t.Fatalf("Discover after a discovered machine was created = %v, %v", created, err)
 	}
 }
+
+// TestIdentityIPv4Only: a DHCPv6 lease sets the record's IP, but the
+// identity's ip is the IPv4 lease only, so it stays valid.
+func TestIdentityIPv4Only(t *testing.T) {
+	for ip, want := range map[string]string{"10.77.0.5": "10.77.0.5", "fd77::1eb0": "", "": "", "nonsense": ""} {
+		m := Machine{MAC: "52:54:00:00:00:01", Hostname: "h", Image: "sha256:" + strings.Repeat("a", 64), MachineID: strings.Repeat("b", 32), IP: ip}
+		id := m.Identity()
+		if id.IP != want {
+			t.Errorf("IP %q: identity ip %q, want %q", ip, id.IP, want)
+		}
+		if err := id.Validate(); err != nil {
+			t.Errorf("IP %q: identity invalid: %v", ip, err)
+		}
+	}
+}
