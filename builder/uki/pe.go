@@ -41,6 +41,10 @@ type section struct {
 	size int64     // content length, the section's VirtualSize
 	src  io.Reader // the content
 	path string    // where src comes from, for errors; "" if not a file
+	// reserve, if larger than size, is the room the section takes in the
+	// file and in memory, zero past size: its content can later grow in
+	// place up to reserve bytes (see CmdlineRoom).
+	reserve int64
 
 	va, off uint32 // VirtualAddress and PointerToRawData
 	rawSize uint32 // SizeOfRawData: size rounded up to FileAlignment
@@ -128,12 +132,13 @@ func (s *stub) layout(secs []section) (uint32, error) {
 	off := alignUp(uint64(len(s.b)), uint64(s.fileAlign))
 	for i := range secs {
 		sec := &secs[i]
-		raw := alignUp(uint64(sec.size), uint64(s.fileAlign))
+		span := uint64(max(sec.size, sec.reserve))
+		raw := alignUp(span, uint64(s.fileAlign))
 		if va+raw > 1<<32-1 || off+raw > 1<<32-1 {
 			return 0, fmt.Errorf("section %s (%d bytes) does not fit a PE image's 4 GiB", sec.name, sec.size)
 		}
 		sec.va, sec.off, sec.rawSize = uint32(va), uint32(off), uint32(raw)
-		va = alignUp(va+uint64(sec.size), uint64(s.sectAlign))
+		va = alignUp(va+span, uint64(s.sectAlign))
 		off += raw
 	}
 	if va > 1<<32-1 {

@@ -42,6 +42,13 @@ const DefaultStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 // the x86 kernel's COMMAND_LINE_SIZE (2048) less its terminating NUL.
 const MaxCmdline = 2047
 
+// CmdlineRoom is the room the .cmdline section takes in the file and in
+// memory, whatever the command line's length: zeros follow it. A server
+// can so lengthen the command line of a copy in place, up to MaxCmdline
+// bytes, by rewriting the section's bytes and its VirtualSize (kiln serve
+// adds each boot's token to the UKIs it serves over HTTP Boot).
+const CmdlineRoom = MaxCmdline + 1
+
 // DefaultOSRelease is the .osrel section of a Spec without OSRelease.
 const DefaultOSRelease = "NAME=kiln\nID=kiln\n"
 
@@ -98,7 +105,7 @@ func Write(ctx context.Context, out string, s Spec) (err error) {
 	}
 	secs := []section{{name: ".osrel", size: int64(len(osrel)), src: bytes.NewReader(osrel)}}
 	if s.Cmdline != "" {
-		secs = append(secs, section{name: ".cmdline", size: int64(len(s.Cmdline)), src: bytes.NewReader([]byte(s.Cmdline))})
+		secs = append(secs, section{name: ".cmdline", size: int64(len(s.Cmdline)), src: bytes.NewReader([]byte(s.Cmdline)), reserve: CmdlineRoom})
 	}
 	kernel, ksize, err := openInput("kernel", s.Kernel)
 	if err != nil {
