@@ -158,17 +158,30 @@ func renderBoot(base string, m fleet.Machine, man images.Manifest, token string)
 	if err != nil {
 		return nil, err
 	}
+	kiln, err := kilnArgs(base, m, token)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, kiln)
+	return bootScriptText(base, m, fmt.Sprintf("booting %s into %s", m.Hostname, m.Image), kernel.Digest,
+		strings.Join(args, " "), []namedURL{{"initrd", blobURL(base, initrd.Digest, m.MAC)}})
+}
+
+// kilnArgs are the kernel parameters that tell a booting machine where its
+// identity is and where to phone home, with the boot's token: kiln's own
+// (kiln.identity=, kiln.phonehome=, kiln.image=) and cloud-init's
+// (ds=nocloud-net;s=..., see identity.Identity.Cmdline).
+func kilnArgs(base string, m fleet.Machine, token string) (string, error) {
 	q := "?token=" + url.QueryEscape(token)
-	args = append(args, identity.Cmdline(base+"/identity/"+m.MAC+q, base+"/phone-home/"+m.MAC+q, m.Image))
+	args := identity.Cmdline(base+"/identity/"+m.MAC+q, base+"/phone-home/"+m.MAC+q, m.Image)
 	if id := m.Identity(); id.MachineID != "" {
 		ds, err := id.Cmdline(base + "/nocloud/" + m.MAC + "/" + url.PathEscape(token) + "/")
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		args = append(args, ds)
+		args += " " + ds
 	}
-	return bootScriptText(base, m, fmt.Sprintf("booting %s into %s", m.Hostname, m.Image), kernel.Digest,
-		strings.Join(args, " "), []namedURL{{"initrd", blobURL(base, initrd.Digest, m.MAC)}})
+	return args, nil
 }
 
 // renderInstall renders the script of an install boot: the image's kernel

@@ -52,7 +52,7 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 			return
 		}
 		he := asError(err)
-		log := s.log.With("method", r.Method, "path", r.URL.Path, "status", he.Code)
+		log := s.log.With("method", r.Method, "path", logPath(r), "status", he.Code)
 		// Client errors are the client's news (boot decisions log their own
 		// Info line); server errors are the operator's.
 		if he.Code >= 500 {

@@ -3,9 +3,12 @@ package web
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
@@ -53,7 +56,6 @@ func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 		if f, err = s.images.OpenBlob(uki.Digest); err != nil {
 			return err
 		}
-		w.Header().Set("ETag", `"`+string(uki.Digest)+`"`)
 		// The UKI is the first hop, the boot script (its command line),
 		// the kernel and the initrd at once.
 		before = []fleet.Observation{{Kind: fleet.EventFirstHop, Detail: "httpboot uki"}}
@@ -74,26 +76,87 @@ func (s *Server) httpBoot(w http.ResponseWriter, r *http.Request) error {
 		before = []fleet.Observation{{Kind: fleet.EventFirstHop, Detail: "httpboot " + filepath.Base(s.httpBootFile)}}
 	}
 	defer f.Close()
-	if r.Method == http.MethodGet {
-		if _, err := s.fleet.ObserveAll(mac, before...); err != nil {
+	var content io.ReadSeeker = f
+	if what == "uki" {
+		content, err = s.ukiForBoot(w, r, log, f, m, uki.Digest, before, after)
+		if err != nil {
 			return err
 		}
-		if what == "uki" {
-			plan, err := s.fleet.StartBoot(mac, fleet.BootUKI)
-			if err != nil {
-				return err
-			}
-			if plan.Kind == fleet.BootNothing {
-				log.Info("http boot: machine boots nothing", "state", plan.Machine.State)
-				return HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("machine %s is %s: it boots nothing", mac, plan.Machine.State)}
-			}
-			if _, err := s.fleet.ObserveAll(mac, after...); err != nil {
-				return err
-			}
+	} else if r.Method == http.MethodGet {
+		if _, err := s.fleet.ObserveAll(mac, before...); err != nil {
+			return err
 		}
 	}
 	log.Info("http boot served", "method", r.Method, "file", what)
 	w.Header().Set("Content-Type", "application/efi")
-	http.ServeContent(w, r, "", time.Time{}, f)
+	http.ServeContent(w, r, "", time.Time{}, content)
 	return nil
+}
+
+// ukiForBoot returns what to serve of the UKI f of machine m: for a GET,
+// it starts the boot (recording before, the boot's start, then after) and
+// returns the UKI with kiln's parameters and the boot's token appended to
+// its command line (ukiWithCmdline); a HEAD gets the UKI as stored, of the
+// same size. A UKI without room for them (built by an older kiln) is served
+// as stored, and its boot may fetch its identity once without a token (see
+// the BUG note in token.go).
+func (s *Server) ukiForBoot(w http.ResponseWriter, r *http.Request, log *slog.Logger, f *os.File, m fleet.Machine, digest images.Digest, before, after []fleet.Observation) (io.ReadSeeker, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	base, err := s.baseURL(r)
+	if err != nil {
+		return nil, err
+	}
+	// A placeholder of a token's length tells, before the boot starts,
+	// whether the token will fit.
+	probe, err := kilnArgs(base, m, strings.Repeat("x", fleet.TokenLen))
+	if err != nil {
+		return nil, err
+	}
+	_, perr := ukiWithCmdline(f, fi.Size(), probe)
+	if perr != nil {
+		log.Warn("http boot: the UKI cannot carry the boot's token: it may fetch its identity once without one; rebuild it with this kiln", "err", perr)
+		w.Header().Set("ETag", `"`+string(digest)+`"`)
+	} else {
+		// Every boot's bytes differ: never cached.
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	if r.Method != http.MethodGet {
+		return f, nil
+	}
+	if _, err := s.fleet.ObserveAll(m.MAC, before...); err != nil {
+		return nil, err
+	}
+	firmware := fleet.BootNetwork
+	if perr != nil {
+		firmware = fleet.BootUKI
+	}
+	plan, err := s.fleet.StartBoot(m.MAC, firmware)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case plan.Kind == fleet.BootNothing:
+		log.Info("http boot: machine boots nothing", "state", plan.Machine.State)
+		return nil, HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("machine %s is %s: it boots nothing", m.MAC, plan.Machine.State)}
+	case plan.Kind != firmware:
+		// The machine was switched to install mode meanwhile.
+		return nil, HTTPError{Code: http.StatusConflict, Msg: fmt.Sprintf("machine %s now boots %s: retry", m.MAC, plan.Kind)}
+	}
+	var content io.ReadSeeker = f
+	if perr == nil {
+		args, err := kilnArgs(base, plan.Machine, plan.Token)
+		if err != nil {
+			return nil, err
+		}
+		if content, err = ukiWithCmdline(f, fi.Size(), args); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := s.fleet.ObserveAll(m.MAC, after...); err != nil {
+		return nil, err
+	}
+	return content, nil
 }

@@ -3,6 +3,7 @@ package web
 import (
 	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -12,7 +13,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery,
+		s.log.Debug("http request", "method", r.Method, "path", logPath(r), "query", logQuery(r),
 			"remote", r.RemoteAddr, "status", rec.status, "bytes", rec.n, "duration", time.Since(start))
 	})
 }
@@ -55,3 +56,28 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logPath is the request's path for the logs, with the boot token of a
+// NoCloud path (/nocloud/{mac}/{token}/...) hidden: logs outlive boots and
+// are read by more people than the machines' identities are.
+func logPath(r *http.Request) string {
+	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, "/nocloud/"); ok {
+		if parts := strings.SplitN(rest, "/", 3); len(parts) == 3 {
+			return "/nocloud/" + parts[0] + "/-/" + parts[2]
+		}
+	}
+	return p
+}
+
+// logQuery is the request's query for the logs, with a token value hidden.
+func logQuery(r *http.Request) string {
+	if !strings.Contains(r.URL.RawQuery, "token") {
+		return r.URL.RawQuery
+	}
+	q := r.URL.Query()
+	if q.Has("token") {
+		q.Set("token", "-")
+	}
+	return q.Encode()
+}

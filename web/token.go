@@ -8,11 +8,11 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 )
 
-// BUG(kiln): A UKI booted by UEFI HTTP Boot carries no per-boot token (the
-// firmware passes no command line and the UKI's own is signed into it), so
-// fleet accepts one token-less identity request per UKI boot, and its
-// phone-home, which ends the boot. Whoever asks first in that window gets
-// the identity. Boot UKIs through iPXE, or install them, where that matters.
+// BUG(kiln): A UKI built by a kiln before uki.CmdlineRoom has no room in
+// its .cmdline for the boot's token (kiln serves the others with it, see
+// ukiWithCmdline), so fleet accepts one token-less identity request per
+// boot of such a UKI, and its phone-home, which ends the boot. Whoever asks
+// first in that window gets the identity. Rebuild such images.
 
 // bootToken returns the per-boot token a request carries: the token query
 // parameter, or else an "Authorization: Bearer" header.
@@ -38,7 +38,7 @@ func (s *Server) authorize(r *http.Request, mac string) (fleet.Machine, error) {
 func (s *Server) authorizeToken(r *http.Request, mac, token string) (fleet.Machine, error) {
 	m, err := s.fleet.CheckToken(mac, token)
 	if errors.Is(err, fleet.ErrForbidden) {
-		s.log.Warn("token refused", "mac", mac, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+		s.log.Warn("token refused", "mac", mac, "path", logPath(r), "remote", r.RemoteAddr, "reason", err.Error())
 		return m, HTTPError{Code: http.StatusForbidden, Msg: err.Error(), Err: err}
 	}
 	return m, err

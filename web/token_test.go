@@ -218,3 +218,21 @@ func imagesManifestNamed(e *env, name string) images.Manifest {
 	m.Name = name
 	return m
 }
+
+// TestLogHidesTokens: request paths and queries are logged without the
+// boot's token.
+func TestLogHidesTokens(t *testing.T) {
+	for _, tc := range []struct{ target, path, query string }{
+		{"/identity/" + testMAC + "?token=SECRET&format=env", "/identity/" + testMAC, "format=env&token=-"},
+		{"/nocloud/" + testMAC + "/SECRET/user-data", "/nocloud/" + testMAC + "/-/user-data", ""},
+		{"/blobs/sha256:00?mac=" + testMAC, "/blobs/sha256:00", "mac=" + testMAC},
+	} {
+		r, err := http.NewRequest(http.MethodGet, "http://kiln"+tc.target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, q := logPath(r), logQuery(r); p != tc.path || q != tc.query || strings.Contains(p+q, "SECRET") {
+			t.Errorf("%s: logged path %q query %q, want %q %q", tc.target, p, q, tc.path, tc.query)
+		}
+	}
+}
