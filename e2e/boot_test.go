@@ -98,6 +98,7 @@ func TestBootToReady(t *testing.T) {
 			if want := "kiln: hostname is " + hostname; !waitFile(serial, want, 10*time.Second) {
 				t.Errorf("serial console never printed %q:\n%s", want, tail(serial, 30, ""))
 			}
+			l.checkTokenUsed(t, tc.mac)
 			seen := map[string]time.Time{}
 			for _, ev := range m.Events {
 				seen[ev.Kind] = ev.Time
@@ -312,5 +313,29 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkTokenUsed checks in kiln's log that the machine fetched its identity
+// with its boot's token (logged hidden, as "token=-"), and that no request
+// was refused for a token.
+func (l *lab) checkTokenUsed(t *testing.T, mac string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.dir, "kiln.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `msg="http request"`) && strings.Contains(line, "path=/identity/"+mac) &&
+			strings.Contains(line, "token=-") && strings.Contains(line, "status=200") {
+			ok = true
+		}
+		if strings.Contains(line, "token refused") || strings.Contains(line, "cannot carry the boot's token") {
+			t.Errorf("kiln log: %s", line)
+		}
+	}
+	if !ok {
+		t.Errorf("kiln's log shows no identity request of %s with a token", mac)
 	}
 }

@@ -84,6 +84,7 @@ func TestBootIPv6(t *testing.T) {
 	if want := "kiln: hostname is " + hostname; !waitFile(serial, want, 10*time.Second) {
 		t.Errorf("serial console never printed %q:\n%s", want, tail(serial, 30, ""))
 	}
+	l.checkTokenUsed(t, mac)
 
 	// The firmware's half went over IPv6: the console shows it, kiln's
 	// DHCPv6 acked the MAC (taken from the EUI-64 link-local address)
