@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -125,3 +126,24 @@ func writeNewc(w io.Writer, ino uint32, e newcEntry) error {
 
 // pad4 is how many bytes pad n to a multiple of 4.
 func pad4(n int64) int { return int((4 - n%4) % 4) }
+
+// CheckStatic refuses, with the reason, a file that cannot run as the
+// first process of an initramfs without libc: anything but an ELF
+// executable without a program interpreter. Initramfs itself packs any
+// file.
+func CheckStatic(path string) error {
+	ef, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s is not an ELF executable: %w", path, err)
+	}
+	defer ef.Close()
+	if ef.Type != elf.ET_EXEC && ef.Type != elf.ET_DYN {
+		return fmt.Errorf("%s is an ELF file of type %s, not an executable", path, ef.Type)
+	}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked (it has a program interpreter): build it with CGO_ENABLED=0, as make build does", path)
+		}
+	}
+	return nil
+}

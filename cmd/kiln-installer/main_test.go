@@ -54,6 +54,15 @@ func TestStatic(t *testing.T) {
 	}
 	fi, _ := os.Stat(bin)
 	t.Logf("kiln-installer: %d bytes", fi.Size())
+	// What kiln serve checks before packing it.
+	if err := installer.CheckStatic(bin); err != nil {
+		t.Errorf("CheckStatic(the installer) = %v", err)
+	}
+	for _, other := range []string{"/bin/sh", "main_test.go"} {
+		if err := installer.CheckStatic(other); err == nil {
+			t.Errorf("CheckStatic(%s) accepted it", other)
+		}
+	}
 
 	// It refuses to run outside PID 1, so a mistaken start on a live
 	// system overwrites nothing.

@@ -562,6 +562,9 @@ func installerInitramfs(path string, log *slog.Logger) ([]byte, error) {
 			return nil, nil
 		}
 	}
+	if err := installer.CheckStatic(path); err != nil {
+		return nil, usagef("serve: --installer: %v", err)
+	}
 	var b bytes.Buffer
 	if err := installer.Initramfs(&b, path); err != nil {
 		return nil, usagef("serve: --installer %s: %v", path, err)
