@@ -19,7 +19,7 @@ import (
 )
 
 const machinesUsage = `kiln machines add      --server URL --mac MAC --hostname NAME --image ID [--mode stateless|install] [--identity FILE] [--json]
-kiln machines replace  --server URL MAC --hostname NAME --image ID [--mode ...] [--identity FILE] [--json]
+kiln machines replace  --server URL MAC [--hostname NAME] [--image ID] [--mode ...] [--identity FILE] [--json]
 kiln machines reimage  --server URL MAC [--json]
 kiln machines rollback --server URL MAC [--json]
 kiln machines retire   --server URL MAC [--json]
@@ -33,9 +33,9 @@ before the current one) each make the next generation, which the machine boots
 at its next PXE boot ("re-image pending"); retire makes it boot nothing.
 replace carries over what it is not given (hostname, image, mode, identity)
 from the current generation. --identity FILE is a JSON or YAML file with the
-rest of the minimal identity:
-domain, addresses, gateway, dns, ssh_authorized_keys, ssh_host_keys, labels,
-macs. Every change is audited with user@host of the caller.`
+rest of the minimal identity: domain, addresses, gateway, dns,
+ssh_authorized_keys, ssh_host_keys, labels, macs. Every change is audited
+with user@host of the caller.`
 
 func cmdMachines(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
