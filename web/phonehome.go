@@ -94,9 +94,9 @@ func (s *Server) reportedImage(b phoneHomeBody) (string, error) {
 	return "", HTTPError{Code: http.StatusBadRequest, Msg: "phone-home needs inputs (sha256:<hex>) or image (an image ID)"}
 }
 
-// authorizePhoneHome is authorize, except that a UKI boot (which carries no
-// token, see the BUG note) may phone home without one: the phone-home ends
-// the boot, so it can happen once.
+// authorizePhoneHome is authorize, except that the boot of a UKI served as
+// stored (one without room for its token, see the BUG note in token.go) may
+// phone home without one: the phone-home ends the boot, so it happens once.
 func (s *Server) authorizePhoneHome(r *http.Request, mac string) error {
 	if bootToken(r) == "" {
 		m, err := s.fleet.Get(mac)
