@@ -26,9 +26,9 @@ func (s *Server) installerInitramfs(w http.ResponseWriter, r *http.Request) erro
 }
 
 // servePlan serves GET /install/{mac}?token=T to the installer of an
-// install boot: an installer.Plan, the installer's contract. Every plan mints the disk credential of the generation,
-// which the seed carries: the installed system proves itself with it when
-// it phones home from the disk.
+// install boot: an installer.Plan, the installer's contract. Every plan
+// mints the disk credential of the generation, which the seed carries: the
+// installed system proves itself with it when it phones home from its disk.
 func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) error {
 	mac, err := macVar(r)
 	if err != nil {
@@ -79,14 +79,17 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, plan)
 }
 
+// maxReason bounds the reason of a failed install that kiln keeps.
+const maxReason = 1024
+
 // installReport is the body of POST /install/{mac}/report.
 type installReport struct {
 	State  string `json:"state"` // installed or failed
 	Reason string `json:"reason"`
 }
 
-// serveInstallReport serves POST /install/{mac}/report?token=T: the installer's
-// outcome. installed makes the verified generation the disk's, so the next
+// serveInstallReport serves POST /install/{mac}/report?token=T: the
+// installer's outcome. installed makes the verified generation the disk's, so the next
 // PXE boot of the machine boots its disk; failed keeps the disk unbootable
 // for kiln (it never hands a machine to a disk it did not see verified).
 func (s *Server) serveInstallReport(w http.ResponseWriter, r *http.Request) error {
@@ -113,7 +116,11 @@ func (s *Server) serveInstallReport(w http.ResponseWriter, r *http.Request) erro
 	default:
 		return badRequest(fmt.Errorf("state %q: want installed or failed", rep.State))
 	}
-	m, err := s.fleet.ReportInstall(mac, ok, printable(rep.Reason))
+	reason := printable(rep.Reason)
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
+	}
+	m, err := s.fleet.ReportInstall(mac, ok, reason)
 	if err != nil {
 		return err
 	}
