@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -217,7 +218,9 @@ func FuzzLatestBoot(f *testing.F) {
 			// The low nibble picks the kind, the high one how long since
 			// the last event (0 to 15 s, so that equal times occur).
 			at = at.Add(time.Duration(b>>4) * time.Second)
-			events = append(events, Event{Kind: kinds[int(b&0x0f)%len(kinds)], Time: at, Detail: string(rune('a' + i%26))})
+			// The detail is the event's index, unique, so that the
+			// check below finds the run of steps in the history.
+			events = append(events, Event{Kind: kinds[int(b&0x0f)%len(kinds)], Time: at, Detail: strconv.Itoa(i)})
 		}
 		tl := LatestBoot(events)
 		if tl.Steps == nil {
