@@ -19,33 +19,10 @@ import (
 )
 
 // cloudInit returns a command running testdata/cloudinit-check.py with
-// Debian's cloud-init, unpacked by testdata/fetch-cloud-init.sh into
-// .cache/cloud-init (or $KILN_CLOUD_INIT). It skips the test when that is
-// missing, and fails it in CI.
+// Debian's unpacked cloud-init (testenv.CloudInit).
 func cloudInit(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	dir := os.Getenv("KILN_CLOUD_INIT")
-	if dir == "" {
-		dir = filepath.Join("..", ".cache", "cloud-init")
-	}
-	pkgs, err := filepath.Abs(filepath.Join(dir, "root", "usr", "lib", "python3", "dist-packages"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(pkgs, "cloudinit", "__init__.py")); err != nil {
-		msg := "Debian's cloud-init is not unpacked (identity/testdata/fetch-cloud-init.sh does it): " + err.Error()
-		if testenv.InCI() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	// The system python3, whose dist-packages hold python3-yaml and the
-	// rest: a python3 earlier in PATH (pyenv) would not have them.
-	py := "/usr/bin/python3"
-	testenv.NeedFile(t, py)
-	cmd := exec.Command(py, append([]string{filepath.Join("testdata", "cloudinit-check.py")}, args...)...)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+pkgs, "PYTHONDONTWRITEBYTECODE=1")
-	return cmd
+	return testenv.CloudInit(t, "..", args...)
 }
 
 func runCloudInit(t *testing.T, args ...string) []byte {

@@ -3,9 +3,6 @@ package web
 import (
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -57,28 +54,10 @@ func TestCloudInitReadsKilnSeed(t *testing.T) {
 }
 
 // cloudInitNoCloud runs identity's cloudinit-check.py nocloud CMDLINE with
-// Debian's unpacked cloud-init; it skips (fails in CI) without it.
+// Debian's unpacked cloud-init (testenv.CloudInit).
 func cloudInitNoCloud(t *testing.T, cmdline string) ([]byte, error) {
 	t.Helper()
-	dir := os.Getenv("KILN_CLOUD_INIT")
-	if dir == "" {
-		dir = filepath.Join("..", ".cache", "cloud-init")
-	}
-	pkgs, err := filepath.Abs(filepath.Join(dir, "root", "usr", "lib", "python3", "dist-packages"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(pkgs, "cloudinit", "__init__.py")); err != nil {
-		msg := "Debian's cloud-init is not unpacked (make cloud-init): " + err.Error()
-		if testenv.InCI() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	py := "/usr/bin/python3"
-	testenv.NeedFile(t, py)
-	cmd := exec.Command(py, filepath.Join("..", "identity", "testdata", "cloudinit-check.py"), "nocloud", cmdline)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+pkgs, "PYTHONDONTWRITEBYTECODE=1")
+	cmd := testenv.CloudInit(t, "..", "nocloud", cmdline)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
